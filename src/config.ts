@@ -1,0 +1,123 @@
+/** Server configuration, read once from environment variables. */
+
+import { LOG_LEVELS, type LogLevel } from "./log.ts";
+
+/** The settings of one server, each already parsed and in its unit. */
+export interface Config {
+  readonly smtpHost: string;
+  readonly smtpPort: number;
+  /** Name in the greeting and in the `Received:` header. */
+  readonly hostname: string;
+  readonly mysqlUrl: string;
+  readonly maxMessageBytes: number;
+  readonly maxRecipients: number;
+  readonly maxConnections: number;
+  readonly idleTimeoutMs: number;
+  /** How long a message in DATA may take to finish after SIGTERM or SIGINT. */
+  readonly shutdownGraceMs: number;
+  readonly tlsCertFile: string | undefined;
+  readonly tlsKeyFile: string | undefined;
+  readonly logLevel: LogLevel;
+}
+
+/** A missing or invalid variable; the message names the variable and value. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+export const DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/smtpstore";
+
+/** Each variable with its meaning and default, for `--help` and the README. */
+export const CONFIG_VARIABLES = [
+  ["SMTP_HOST", "listening address", "0.0.0.0"],
+  ["SMTP_PORT", "listening port", "2525"],
+  ["SMTP_HOSTNAME", "name in the greeting and Received: header", "this machine's hostname"],
+  ["MYSQL_URL", "MySQL connection URL", DEFAULT_MYSQL_URL],
+  ["MAX_MESSAGE_BYTES", "largest message accepted, in bytes", "10485760 (10 MiB)"],
+  ["MAX_RECIPIENTS", "recipients per message", "100"],
+  ["MAX_CONNECTIONS", "concurrent sessions", "1000"],
+  ["IDLE_TIMEOUT_SECONDS", "silence before a session is closed", "600"],
+  ["SHUTDOWN_GRACE_SECONDS", "time a message in DATA gets to finish on SIGTERM", "30"],
+  ["TLS_CERT_FILE, TLS_KEY_FILE", "PEM files; STARTTLS is not offered yet", "unset"],
+  ["LOG_LEVEL", "debug, info, warn or error", "info"],
+] as const;
+
+type Environment = Record<string, string | undefined>;
+
+function readInteger(env: Environment, name: string, fallback: number, minimum: number, maximum: number): number {
+  const text = env[name];
+  if (text === undefined || text === "") return fallback;
+  if (!/^\d+$/.test(text.trim())) {
+    throw new ConfigError(`${name}=${JSON.stringify(text)} is invalid: expected a whole number`);
+  }
+  const value = Number(text.trim());
+  if (value < minimum || value > maximum) {
+    throw new ConfigError(`${name}=${JSON.stringify(text)} is invalid: expected ${minimum} to ${maximum}`);
+  }
+  return value;
+}
+
+function readHostname(env: Environment): string {
+  const text = env.SMTP_HOSTNAME;
+  const hostname = text === undefined || text === "" ? Deno.hostname() : text;
+  // The name goes into every greeting and Received: header, so it must be
+  // one printable ASCII word.
+  if (!/^[\x21-\x7e]+$/.test(hostname)) {
+    throw new ConfigError(`SMTP_HOSTNAME=${JSON.stringify(hostname)} is invalid: expected a domain name`);
+  }
+  return hostname;
+}
+
+function readMysqlUrl(env: Environment): string {
+  const text = env.MYSQL_URL;
+  if (text === undefined || text === "") return DEFAULT_MYSQL_URL;
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new ConfigError(`MYSQL_URL=${JSON.stringify(text)} is invalid: expected mysql://user:password@host:port/database`);
+  }
+  if (url.protocol !== "mysql:" || url.pathname.length <= 1) {
+    throw new ConfigError(`MYSQL_URL=${JSON.stringify(text)} is invalid: expected mysql://user:password@host:port/database`);
+  }
+  return text;
+}
+
+function readLogLevel(env: Environment): LogLevel {
+  const text = env.LOG_LEVEL;
+  if (text === undefined || text === "") return "info";
+  const level = LOG_LEVELS.find((name) => name === text.toLowerCase());
+  if (level === undefined) {
+    throw new ConfigError(`LOG_LEVEL=${JSON.stringify(text)} is invalid: expected one of ${LOG_LEVELS.join(", ")}`);
+  }
+  return level;
+}
+
+function readTlsFiles(env: Environment): [string | undefined, string | undefined] {
+  const cert = env.TLS_CERT_FILE || undefined;
+  const key = env.TLS_KEY_FILE || undefined;
+  if ((cert === undefined) !== (key === undefined)) {
+    const missing = cert === undefined ? "TLS_CERT_FILE" : "TLS_KEY_FILE";
+    throw new ConfigError(`${missing} is missing: TLS_CERT_FILE and TLS_KEY_FILE are set together`);
+  }
+  return [cert, key];
+}
+
+/** Parses the configuration, throwing ConfigError on the first bad value. */
+export function loadConfig(env: Environment): Config {
+  const [tlsCertFile, tlsKeyFile] = readTlsFiles(env);
+  return {
+    smtpHost: env.SMTP_HOST || "0.0.0.0",
+    smtpPort: readInteger(env, "SMTP_PORT", 2525, 0, 65535),
+    hostname: readHostname(env),
+    mysqlUrl: readMysqlUrl(env),
+    maxMessageBytes: readInteger(env, "MAX_MESSAGE_BYTES", 10 * 1024 * 1024, 1, 1024 * 1024 * 1024),
+    maxRecipients: readInteger(env, "MAX_RECIPIENTS", 100, 1, 100_000),
+    maxConnections: readInteger(env, "MAX_CONNECTIONS", 1000, 1, 1_000_000),
+    idleTimeoutMs: readInteger(env, "IDLE_TIMEOUT_SECONDS", 600, 1, 86_400) * 1000,
+    shutdownGraceMs: readInteger(env, "SHUTDOWN_GRACE_SECONDS", 30, 0, 3600) * 1000,
+    tlsCertFile,
+    tlsKeyFile,
+    logLevel: readLogLevel(env),
+  };
+}

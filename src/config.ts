@@ -31,28 +31,56 @@ export const DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/smtpstore";
 export const CONFIG_VARIABLES = [
   ["SMTP_HOST", "listening address", "0.0.0.0"],
   ["SMTP_PORT", "listening port", "2525"],
-  ["SMTP_HOSTNAME", "name in the greeting and Received: header", "this machine's hostname"],
+  [
+    "SMTP_HOSTNAME",
+    "name in the greeting and Received: header",
+    "this machine's hostname",
+  ],
   ["MYSQL_URL", "MySQL connection URL", DEFAULT_MYSQL_URL],
-  ["MAX_MESSAGE_BYTES", "largest message accepted, in bytes", "10485760 (10 MiB)"],
+  [
+    "MAX_MESSAGE_BYTES",
+    "largest message accepted, in bytes",
+    "10485760 (10 MiB)",
+  ],
   ["MAX_RECIPIENTS", "recipients per message", "100"],
   ["MAX_CONNECTIONS", "concurrent sessions", "1000"],
   ["IDLE_TIMEOUT_SECONDS", "silence before a session is closed", "600"],
-  ["SHUTDOWN_GRACE_SECONDS", "time a message in DATA gets to finish on SIGTERM", "30"],
-  ["TLS_CERT_FILE, TLS_KEY_FILE", "PEM files; STARTTLS is not offered yet", "unset"],
+  [
+    "SHUTDOWN_GRACE_SECONDS",
+    "time a message in DATA gets to finish on SIGTERM",
+    "30",
+  ],
+  [
+    "TLS_CERT_FILE, TLS_KEY_FILE",
+    "PEM files; STARTTLS is not offered yet",
+    "unset",
+  ],
   ["LOG_LEVEL", "debug, info, warn or error", "info"],
 ] as const;
 
 type Environment = Record<string, string | undefined>;
 
-function readInteger(env: Environment, name: string, fallback: number, minimum: number, maximum: number): number {
+function readInteger(
+  env: Environment,
+  name: string,
+  fallback: number,
+  minimum: number,
+  maximum: number,
+): number {
   const text = env[name];
   if (text === undefined || text === "") return fallback;
   if (!/^\d+$/.test(text.trim())) {
-    throw new ConfigError(`${name}=${JSON.stringify(text)} is invalid: expected a whole number`);
+    throw new ConfigError(
+      `${name}=${JSON.stringify(text)} is invalid: expected a whole number`,
+    );
   }
   const value = Number(text.trim());
   if (value < minimum || value > maximum) {
-    throw new ConfigError(`${name}=${JSON.stringify(text)} is invalid: expected ${minimum} to ${maximum}`);
+    throw new ConfigError(
+      `${name}=${
+        JSON.stringify(text)
+      } is invalid: expected ${minimum} to ${maximum}`,
+    );
   }
   return value;
 }
@@ -63,7 +91,11 @@ function readHostname(env: Environment): string {
   // The name goes into every greeting and Received: header, so it must be
   // one printable ASCII word.
   if (!/^[\x21-\x7e]+$/.test(hostname)) {
-    throw new ConfigError(`SMTP_HOSTNAME=${JSON.stringify(hostname)} is invalid: expected a domain name`);
+    throw new ConfigError(
+      `SMTP_HOSTNAME=${
+        JSON.stringify(hostname)
+      } is invalid: expected a domain name`,
+    );
   }
   return hostname;
 }
@@ -75,10 +107,18 @@ function readMysqlUrl(env: Environment): string {
   try {
     url = new URL(text);
   } catch {
-    throw new ConfigError(`MYSQL_URL=${JSON.stringify(text)} is invalid: expected mysql://user:password@host:port/database`);
+    throw new ConfigError(
+      `MYSQL_URL=${
+        JSON.stringify(text)
+      } is invalid: expected mysql://user:password@host:port/database`,
+    );
   }
   if (url.protocol !== "mysql:" || url.pathname.length <= 1) {
-    throw new ConfigError(`MYSQL_URL=${JSON.stringify(text)} is invalid: expected mysql://user:password@host:port/database`);
+    throw new ConfigError(
+      `MYSQL_URL=${
+        JSON.stringify(text)
+      } is invalid: expected mysql://user:password@host:port/database`,
+    );
   }
   return text;
 }
@@ -88,17 +128,25 @@ function readLogLevel(env: Environment): LogLevel {
   if (text === undefined || text === "") return "info";
   const level = LOG_LEVELS.find((name) => name === text.toLowerCase());
   if (level === undefined) {
-    throw new ConfigError(`LOG_LEVEL=${JSON.stringify(text)} is invalid: expected one of ${LOG_LEVELS.join(", ")}`);
+    throw new ConfigError(
+      `LOG_LEVEL=${JSON.stringify(text)} is invalid: expected one of ${
+        LOG_LEVELS.join(", ")
+      }`,
+    );
   }
   return level;
 }
 
-function readTlsFiles(env: Environment): [string | undefined, string | undefined] {
+function readTlsFiles(
+  env: Environment,
+): [string | undefined, string | undefined] {
   const cert = env.TLS_CERT_FILE || undefined;
   const key = env.TLS_KEY_FILE || undefined;
   if ((cert === undefined) !== (key === undefined)) {
     const missing = cert === undefined ? "TLS_CERT_FILE" : "TLS_KEY_FILE";
-    throw new ConfigError(`${missing} is missing: TLS_CERT_FILE and TLS_KEY_FILE are set together`);
+    throw new ConfigError(
+      `${missing} is missing: TLS_CERT_FILE and TLS_KEY_FILE are set together`,
+    );
   }
   return [cert, key];
 }
@@ -111,11 +159,19 @@ export function loadConfig(env: Environment): Config {
     smtpPort: readInteger(env, "SMTP_PORT", 2525, 0, 65535),
     hostname: readHostname(env),
     mysqlUrl: readMysqlUrl(env),
-    maxMessageBytes: readInteger(env, "MAX_MESSAGE_BYTES", 10 * 1024 * 1024, 1, 1024 * 1024 * 1024),
+    maxMessageBytes: readInteger(
+      env,
+      "MAX_MESSAGE_BYTES",
+      10 * 1024 * 1024,
+      1,
+      1024 * 1024 * 1024,
+    ),
     maxRecipients: readInteger(env, "MAX_RECIPIENTS", 100, 1, 100_000),
     maxConnections: readInteger(env, "MAX_CONNECTIONS", 1000, 1, 1_000_000),
-    idleTimeoutMs: readInteger(env, "IDLE_TIMEOUT_SECONDS", 600, 1, 86_400) * 1000,
-    shutdownGraceMs: readInteger(env, "SHUTDOWN_GRACE_SECONDS", 30, 0, 3600) * 1000,
+    idleTimeoutMs: readInteger(env, "IDLE_TIMEOUT_SECONDS", 600, 1, 86_400) *
+      1000,
+    shutdownGraceMs: readInteger(env, "SHUTDOWN_GRACE_SECONDS", 30, 0, 3600) *
+      1000,
     tlsCertFile,
     tlsKeyFile,
     logLevel: readLogLevel(env),

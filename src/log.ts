@@ -6,7 +6,10 @@
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 export type LogLevel = typeof LOG_LEVELS[number];
 
-export type LogFields = Record<string, string | number | bigint | boolean | null | undefined>;
+export type LogFields = Record<
+  string,
+  string | number | bigint | boolean | null | undefined
+>;
 
 /** A destination for finished log lines; tests swap it to read them. */
 export type LogSink = (line: string) => void;
@@ -51,13 +54,19 @@ function formatValue(value: string): string {
  * Writes one event. A `session` field, when present, comes first; fields
  * whose value is undefined are left out.
  */
-export function log(level: LogLevel, event: string, fields: LogFields = {}): void {
+export function log(
+  level: LogLevel,
+  event: string,
+  fields: LogFields = {},
+): void {
   if (!isLogged(level)) return;
 
   const time = new Date().toISOString().replace(/\.\d{3}Z$/, "Z");
   const parts = [time, level];
   const { session, ...rest } = fields;
-  if (session !== undefined) parts.push(`session=${formatValue(String(session))}`);
+  if (session !== undefined) {
+    parts.push(`session=${formatValue(String(session))}`);
+  }
   parts.push(`event=${formatValue(event)}`);
   for (const [key, value] of Object.entries(rest)) {
     if (value === undefined) continue;

@@ -11,7 +11,11 @@ export interface Reply {
   readonly lines: readonly string[];
 }
 
-function reply(code: number, enhancedStatusCode: string | undefined, ...lines: string[]): Reply {
+function reply(
+  code: number,
+  enhancedStatusCode: string | undefined,
+  ...lines: string[]
+): Reply {
   return { code, enhancedStatusCode, lines };
 }
 
@@ -19,7 +23,8 @@ function reply(code: number, enhancedStatusCode: string | undefined, ...lines: s
 export const HELP_TOPICS = {
   HELO: "HELO <domain>: identify the client",
   EHLO: "EHLO <domain>: identify the client and list the extensions",
-  MAIL: "MAIL FROM:<reverse-path> [SIZE=<bytes>] [BODY=7BIT|8BITMIME]: start a mail transaction",
+  MAIL:
+    "MAIL FROM:<reverse-path> [SIZE=<bytes>] [BODY=7BIT|8BITMIME]: start a mail transaction",
   RCPT: "RCPT TO:<forward-path>: add a recipient",
   DATA: "DATA: send the message, ended by a line with a single dot",
   RSET: "RSET: abort the mail transaction",
@@ -32,8 +37,10 @@ export const HELP_TOPICS = {
 
 /** Replies keyed by situation; those that carry a value are functions. */
 export const REPLIES = {
-  greeting: (hostname: string) => reply(220, undefined, `${hostname} ESMTP ready`),
-  closing: (hostname: string) => reply(221, "2.0.0", `${hostname} closing connection`),
+  greeting: (hostname: string) =>
+    reply(220, undefined, `${hostname} ESMTP ready`),
+  closing: (hostname: string) =>
+    reply(221, "2.0.0", `${hostname} closing connection`),
   helpList: reply(
     214,
     "2.0.0",
@@ -43,24 +50,38 @@ export const REPLIES = {
   helpTopic: (text: string) => reply(214, "2.0.0", text),
   ok: reply(250, "2.0.0", "OK"),
   reset: reply(250, "2.0.0", "Reset OK"),
-  helo: (hostname: string, client: string) => reply(250, undefined, `${hostname} greets ${client}`),
+  helo: (hostname: string, client: string) =>
+    reply(250, undefined, `${hostname} greets ${client}`),
   ehlo: (hostname: string, client: string, extensions: readonly string[]) =>
     reply(250, undefined, `${hostname} greets ${client}`, ...extensions),
   senderAccepted: reply(250, "2.1.0", "Sender OK"),
   recipientAccepted: reply(250, "2.1.5", "Recipient OK"),
   messageStored: (id: string) => reply(250, "2.0.0", `OK stored as ${id}`),
   userFound: (mailbox: string) => reply(250, "2.1.5", mailbox),
-  groupMembers: (mailboxes: readonly string[]) => reply(250, "2.1.5", ...mailboxes),
+  groupMembers: (mailboxes: readonly string[]) =>
+    reply(250, "2.1.5", ...mailboxes),
   startData: reply(354, undefined, "End data with <CR><LF>.<CR><LF>"),
 
   commandLineTooLong: reply(500, "5.5.2", "Line too long"),
   commandBareLineEnding: reply(500, "5.5.2", "Bare CR or LF in command line"),
   commandEmpty: reply(500, "5.5.2", "Empty command"),
-  commandNotAscii: reply(500, "5.5.2", "Command contains a NUL or non-ASCII byte"),
+  commandNotAscii: reply(
+    500,
+    "5.5.2",
+    "Command contains a NUL or non-ASCII byte",
+  ),
   commandUnknown: reply(500, "5.5.1", "Command not recognized"),
   argumentNotAllowed: reply(500, "5.5.4", "This command takes no argument"),
-  dataLineTooLong: reply(500, "5.5.2", "Line too long in message data; message not stored"),
-  heloArgumentInvalid: reply(501, "5.5.4", "Expected a domain or address literal"),
+  dataLineTooLong: reply(
+    500,
+    "5.5.2",
+    "Line too long in message data; message not stored",
+  ),
+  heloArgumentInvalid: reply(
+    501,
+    "5.5.4",
+    "Expected a domain or address literal",
+  ),
   senderSyntax: reply(501, "5.1.7", "Invalid sender address"),
   recipientSyntax: reply(501, "5.1.3", "Invalid recipient address"),
   parameterSyntax: reply(501, "5.5.4", "Invalid ESMTP parameter"),
@@ -78,15 +99,27 @@ export const REPLIES = {
   parameterNotRecognized: reply(555, "5.5.4", "ESMTP parameter not recognized"),
   tooManyRecipients: reply(452, "4.5.3", "Too many recipients"),
   messageTooBig: reply(552, "5.3.4", "Message exceeds the size limit"),
-  dataBareLineEnding: reply(550, "5.6.0", "Bare CR or LF in message data; message not stored"),
+  dataBareLineEnding: reply(
+    550,
+    "5.6.0",
+    "Bare CR or LF in message data; message not stored",
+  ),
   userNotFound: reply(550, "5.1.1", "No such user"),
   userAmbiguous: reply(553, "5.1.4", "Ambiguous: more than one user matches"),
   groupNotFound: reply(550, "5.1.1", "No such group, or it has no members"),
 
-  tooManyConnections: reply(421, "4.3.2", "Too many connections, try again later"),
+  tooManyConnections: reply(
+    421,
+    "4.3.2",
+    "Too many connections, try again later",
+  ),
   idleTimeout: reply(421, "4.4.2", "Idle timeout, closing connection"),
   shuttingDown: reply(421, "4.3.2", "Server shutting down"),
-  storeUnavailable: reply(421, "4.3.0", "Message store unavailable, try again later"),
+  storeUnavailable: reply(
+    421,
+    "4.3.0",
+    "Message store unavailable, try again later",
+  ),
   internalError: reply(421, "4.3.0", "Internal error, closing connection"),
 } as const;
 

@@ -1,0 +1,139 @@
+/**
+ * smtpstore: an SMTP server that stores every message it receives in MySQL.
+ * This entry point reads the configuration and dispatches subcommands.
+ */
+
+import {
+  type Config,
+  CONFIG_VARIABLES,
+  ConfigError,
+  loadConfig,
+} from "./src/config.ts";
+import { describeError, log, setLogLevel } from "./src/log.ts";
+import { SmtpServer } from "./src/server.ts";
+import { type MysqlStore, openStore } from "./src/store.ts";
+
+const VERSION = "0.1.0";
+
+const USAGE =
+  `smtpstore ${VERSION}: an SMTP server that stores every message in MySQL
+
+Usage:
+  smtpstore [serve]    run the SMTP server (the default)
+  smtpstore schema     create the database and apply the schema, then exit
+  smtpstore help       show this help
+  smtpstore version    show the version
+
+Configuration comes from environment variables (deno task start also reads
+.env when present):
+${
+    CONFIG_VARIABLES.map(([name, meaning, fallback]) =>
+      `  ${name.padEnd(26)} ${meaning} (default: ${fallback})`
+    ).join("\n")
+  }
+`;
+
+function fail(message: string, status: number): never {
+  console.error(`smtpstore: ${message}`);
+  Deno.exit(status);
+}
+
+function readConfig(): Config {
+  try {
+    return loadConfig(Deno.env.toObject());
+  } catch (error) {
+    if (error instanceof ConfigError) fail(error.message, 2);
+    throw error;
+  }
+}
+
+async function connectStore(config: Config): Promise<MysqlStore> {
+  try {
+    return await openStore(config.mysqlUrl);
+  } catch (error) {
+    fail(describeError(error), 1);
+  }
+}
+
+async function applySchema(): Promise<void> {
+  const config = readConfig();
+  setLogLevel(config.logLevel);
+  const store = await connectStore(config);
+  await store.close();
+  console.log(
+    `smtpstore: schema applied to ${
+      new URL(config.mysqlUrl).pathname.slice(1)
+    }`,
+  );
+}
+
+async function serve(): Promise<void> {
+  const config = readConfig();
+  setLogLevel(config.logLevel);
+  const store = await connectStore(config);
+
+  const server = new SmtpServer(config, store);
+  let address: Deno.NetAddr;
+  try {
+    address = server.listen();
+  } catch (error) {
+    await store.close();
+    fail(
+      `cannot listen on ${config.smtpHost}:${config.smtpPort}: ${
+        describeError(error)
+      }`,
+      1,
+    );
+  }
+  log("info", "server_start", {
+    host: address.hostname,
+    port: address.port,
+    hostname: config.hostname,
+    version: VERSION,
+  });
+
+  let stopping = false;
+  const stop = async (signal: Deno.Signal) => {
+    if (stopping) return;
+    stopping = true;
+    log("info", "server_stopping", {
+      signal,
+      sessions: server.connectionCount,
+    });
+    await server.shutdown(config.shutdownGraceMs);
+    await store.close();
+    log("info", "server_stop", {});
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
+  Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
+}
+
+async function main(args: string[]): Promise<void> {
+  const [command = "serve", ...rest] = args;
+  if (rest.length > 0) {
+    fail(
+      `unexpected argument ${JSON.stringify(rest[0])}; see smtpstore help`,
+      2,
+    );
+  }
+  switch (command) {
+    case "serve":
+      return await serve();
+    case "schema":
+      return await applySchema();
+    case "help":
+    case "--help":
+    case "-h":
+      console.log(USAGE);
+      return;
+    case "version":
+    case "--version":
+      console.log(VERSION);
+      return;
+    default:
+      fail(`unknown command ${JSON.stringify(command)}; see smtpstore help`, 2);
+  }
+}
+
+if (import.meta.main) await main(Deno.args);

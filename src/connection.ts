@@ -1,0 +1,245 @@
+/**
+ * The I/O of one session: reads command lines and mail data from the
+ * transport, feeds them to the session, and writes its replies.
+ */
+
+import { type ByteSource, LineReader } from "./line_reader.ts";
+import { describeError, log } from "./log.ts";
+import { REPLIES, type Reply } from "./replies.ts";
+import type { Session } from "./session.ts";
+
+/**
+ * A byte stream to and from the client. A chunk from `read()` is valid only
+ * until the next call. STARTTLS will swap a plain transport for a TLS one.
+ */
+export interface Transport extends ByteSource {
+  write(bytes: Uint8Array): Promise<void>;
+  close(): void;
+}
+
+/** A transport over a Deno TCP connection. */
+export class TcpTransport implements Transport {
+  #conn: Deno.Conn;
+  #buffer = new Uint8Array(16 * 1024);
+  #closed = false;
+
+  constructor(conn: Deno.Conn) {
+    this.#conn = conn;
+  }
+
+  async read(): Promise<Uint8Array | null> {
+    if (this.#closed) return null;
+    try {
+      const count = await this.#conn.read(this.#buffer);
+      return count === null ? null : this.#buffer.subarray(0, count);
+    } catch (error) {
+      // A reset or a close from our side ends the stream like an EOF.
+      if (this.#closed || isDisconnect(error)) return null;
+      throw error;
+    }
+  }
+
+  async write(bytes: Uint8Array): Promise<void> {
+    let offset = 0;
+    while (offset < bytes.length) {
+      offset += await this.#conn.write(bytes.subarray(offset));
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed by the peer.
+    }
+  }
+}
+
+function isDisconnect(error: unknown): boolean {
+  return error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.BrokenPipe ||
+    error instanceof Deno.errors.BadResource ||
+    error instanceof Deno.errors.Interrupted ||
+    error instanceof Deno.errors.NotConnected ||
+    error instanceof Deno.errors.ConnectionAborted;
+}
+
+export interface ConnectionOptions {
+  readonly idleTimeoutMs: number;
+  readonly maxMessageBytes: number;
+}
+
+/**
+ * What the connection is doing: waiting for a command, receiving mail
+ * data, writing replies, or working (the idle timer does not run while it
+ * works, since the store has its own statement timeout).
+ */
+type Phase = "command" | "data" | "write" | "busy" | "closed";
+
+const encoder = new TextEncoder();
+
+/** Runs one session over a transport until either side closes. */
+export class Connection {
+  readonly session: Session;
+  #transport: Transport;
+  #reader: LineReader;
+  #options: ConnectionOptions;
+  #phase: Phase = "busy";
+  #pending = "";
+  #lastProgress = Date.now();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #shuttingDown = false;
+
+  constructor(
+    transport: Transport,
+    session: Session,
+    options: ConnectionOptions,
+  ) {
+    this.#transport = transport;
+    this.#reader = new LineReader(transport);
+    this.session = session;
+    this.#options = options;
+  }
+
+  /** Serves the session; resolves when the connection is closed. */
+  async run(): Promise<void> {
+    this.#armTimer(this.#options.idleTimeoutMs);
+    try {
+      await this.#send(this.session.greeting().reply);
+      await this.#serve();
+    } catch (error) {
+      if (!isDisconnect(error)) {
+        log("error", "connection_failed", {
+          session: this.session.id,
+          error: describeError(error),
+        });
+      }
+    } finally {
+      this.#close();
+    }
+  }
+
+  /**
+   * Starts a graceful close: a session waiting for a command gets 421 now;
+   * one in DATA or in the store gets it after its reply.
+   */
+  shutdown(): void {
+    this.#shuttingDown = true;
+    if (this.#phase === "command") this.#closeWith(REPLIES.shuttingDown);
+  }
+
+  /** Closes at once, as when the shutdown grace period is over. */
+  forceClose(): void {
+    this.#close();
+  }
+
+  async #serve(): Promise<void> {
+    while (this.#phase !== "closed") {
+      this.#enterPhase("command");
+      const line = await this.#reader.readCommandLine();
+      if (line === null || this.#isClosed()) return;
+      this.#enterPhase("busy");
+
+      let step = await this.session.handleCommand(line);
+      if (step.next === "data") {
+        this.#queue(step.reply);
+        await this.#flush();
+        this.#enterPhase("data");
+        const data = await this.#reader.readData({
+          maxBytes: this.#options.maxMessageBytes,
+          onLine: () => this.#lastProgress = Date.now(),
+        });
+        if (data === null || this.#isClosed()) return;
+        this.#enterPhase("busy");
+        step = await this.session.receiveData(data);
+      }
+
+      this.#queue(step.reply);
+      if (step.next === "close") return await this.#flush();
+      if (this.#shuttingDown) {
+        this.#queue(REPLIES.shuttingDown);
+        return await this.#flush();
+      }
+      // RFC 2920: replies to a pipelined group may wait until the group has
+      // been read, so they leave in one write.
+      if (!this.#reader.hasBufferedBytes) await this.#flush();
+    }
+  }
+
+  /** Reports whether a timer or shutdown closed the connection meanwhile. */
+  #isClosed(): boolean {
+    return this.#phase === "closed";
+  }
+
+  #enterPhase(phase: Phase): void {
+    if (this.#phase === "closed") return;
+    this.#phase = phase;
+    if (phase !== "busy") this.#lastProgress = Date.now();
+  }
+
+  #queue(reply: Reply): void {
+    this.#pending += this.session.format(reply);
+  }
+
+  async #flush(): Promise<void> {
+    if (this.#pending === "") return;
+    const text = this.#pending;
+    this.#pending = "";
+    const previous = this.#phase;
+    this.#enterPhase("write");
+    await this.#transport.write(encoder.encode(text));
+    if (this.#phase === "write") this.#phase = previous;
+  }
+
+  async #send(reply: Reply): Promise<void> {
+    this.#queue(reply);
+    await this.#flush();
+  }
+
+  /**
+   * One timer per connection. It closes a session that has waited for a
+   * command, or for the next line of mail data, longer than the idle
+   * timeout. Bytes that trickle in without ending a line do not reset it.
+   */
+  #armTimer(delay: number): void {
+    this.#timer = setTimeout(() => this.#checkIdle(), delay);
+  }
+
+  #checkIdle(): void {
+    if (this.#phase === "closed") return;
+    const idle = Date.now() - this.#lastProgress;
+    const timeout = this.#options.idleTimeoutMs;
+    if (this.#phase === "busy" || idle < timeout) {
+      this.#armTimer(this.#phase === "busy" ? timeout : timeout - idle);
+      return;
+    }
+    log("warn", "idle_timeout", {
+      session: this.session.id,
+      phase: this.#phase,
+      seconds: Math.round(idle / 1000),
+    });
+    // A client that does not read its replies cannot be sent a 421 either.
+    if (this.#phase === "write") return this.#close();
+    this.#closeWith(REPLIES.idleTimeout);
+  }
+
+  /** Writes a last reply while the loop waits on a read, then closes. */
+  #closeWith(reply: Reply): void {
+    const text = this.#pending + this.session.format(reply);
+    this.#pending = "";
+    this.#phase = "closed";
+    this.#transport.write(encoder.encode(text))
+      .catch(() => {
+        // The client is gone; there is nobody left to tell.
+      })
+      .finally(() => this.#close());
+  }
+
+  #close(): void {
+    this.#phase = "closed";
+    clearTimeout(this.#timer);
+    this.#transport.close();
+  }
+}

@@ -46,6 +46,7 @@ export function isLogged(level: LogLevel): boolean {
 
 /** Quotes a value when it holds a space, a quote, `=` or a control character. */
 function formatValue(value: string): string {
+  // deno-lint-ignore no-control-regex -- control characters must be quoted
   if (value !== "" && !/[\s"=\\\x00-\x1f\x7f]/.test(value)) return value;
   return JSON.stringify(value);
 }

@@ -3,6 +3,9 @@
  * from it for the `messages` table.
  */
 
+import PostalMime, { type Email } from "postal-mime";
+import { describeError, log } from "./log.ts";
+
 /** What the `Return-Path:` and `Received:` headers record. */
 export interface TraceContext {
   readonly reversePath: string;
@@ -24,12 +27,628 @@ export interface ExtractedFields {
   readonly body: string;
 }
 
+const encoder = new TextEncoder();
+
+const MONTH_NAMES = [
+  "Jan",
+  "Feb",
+  "Mar",
+  "Apr",
+  "May",
+  "Jun",
+  "Jul",
+  "Aug",
+  "Sep",
+  "Oct",
+  "Nov",
+  "Dec",
+] as const;
+
+const DAY_NAMES = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"] as const;
+
+// ---------------------------------------------------------------------------
+// Trace headers
+
+/** RFC 5322 2.1.1: a line SHOULD be at most 78 characters without its CRLF. */
+const MAX_LINE_COLUMNS = 78;
+
+/** A folded line starts with a TAB, counted as 8 columns when it is shown. */
+const FOLD_PREFIX = "\t";
+const FOLD_PREFIX_COLUMNS = 8;
+
 /** Builds `Return-Path:` and `Received:` as CRLF-ended header lines. */
-export function buildTraceHeaders(_context: TraceContext): Uint8Array {
-  throw new Error("not implemented");
+export function buildTraceHeaders(context: TraceContext): Uint8Array {
+  const reversePath = removeControlCharacters(context.reversePath);
+  const returnPath = `Return-Path: <${reversePath}>`;
+  const received = foldHeaderField("Received:", receivedClauses(context));
+  return encoder.encode(`${returnPath}\r\n${received}\r\n`);
 }
 
+/**
+ * Lists the clauses of the `Received:` field body (RFC 5321 4.4), each one
+ * kept on one line where it fits.
+ */
+function receivedClauses(context: TraceContext): string[] {
+  const helo = toPrintableAscii(context.heloName);
+  const addressLiteral = formatAddressLiteral(context.clientAddress);
+  const clauses = [
+    `from ${helo} (${addressLiteral})`,
+    `by ${toPrintableAscii(context.hostname)} (smtpstore)`,
+    `with ${toPrintableAscii(context.protocol)}`,
+    `id ${toPrintableAscii(context.transactionId)}`,
+  ];
+  if (context.forwardPaths.length === 1) {
+    const forwardPath = removeControlCharacters(context.forwardPaths[0] ?? "");
+    clauses.push(`for <${forwardPath}>`);
+  }
+
+  clauses[clauses.length - 1] += ";";
+  clauses.push(formatDateTime(context.receivedAt));
+  return clauses;
+}
+
+/**
+ * Joins the clauses after the field name, folding before a clause that
+ * would take the line past MAX_LINE_COLUMNS, and between the words of a
+ * clause that does not fit on a line of its own. A word longer than a
+ * line is not split, so its line is longer.
+ */
+function foldHeaderField(name: string, clauses: readonly string[]): string {
+  const lines: string[] = [];
+  let line = name;
+  let columns = name.length;
+
+  const append = (text: string): void => {
+    if (columns + 1 + text.length > MAX_LINE_COLUMNS) {
+      lines.push(line);
+      line = FOLD_PREFIX + text;
+      columns = FOLD_PREFIX_COLUMNS + text.length;
+    } else {
+      line += " " + text;
+      columns += 1 + text.length;
+    }
+  };
+
+  for (const clause of clauses) {
+    if (FOLD_PREFIX_COLUMNS + clause.length <= MAX_LINE_COLUMNS) {
+      append(clause);
+    } else {
+      clause.split(" ").forEach(append);
+    }
+  }
+
+  lines.push(line);
+  return lines.join("\r\n");
+}
+
+/**
+ * Replaces every character outside printable ASCII with "?", so that no
+ * value can end the header line or start another one.
+ */
+function toPrintableAscii(value: string): string {
+  return value.replace(/[^\x20-\x7e]/g, "?");
+}
+
+/**
+ * Replaces C0 and C1 control characters and DEL with "?". Other non-ASCII
+ * characters stay, because an RFC 6531 (SMTPUTF8) mail transaction may
+ * carry UTF-8 paths, which RFC 6532 allows in header fields.
+ */
+function removeControlCharacters(value: string): string {
+  return value.replace(/\p{Cc}/gu, "?");
+}
+
+/** Writes an address as an RFC 5321 4.1.3 address literal. */
+function formatAddressLiteral(address: string): string {
+  const printable = toPrintableAscii(address);
+  return printable.includes(":") ? `[IPv6:${printable}]` : `[${printable}]`;
+}
+
+/** Formats an RFC 5322 3.3 date-time in UTC: `Mon, 01 Jan 2024 09:30:00 +0000`. */
+function formatDateTime(date: Date): string {
+  const pad = (value: number): string => String(value).padStart(2, "0");
+  const dayName = DAY_NAMES[date.getUTCDay()];
+  const day = pad(date.getUTCDate());
+  const month = MONTH_NAMES[date.getUTCMonth()];
+  const year = String(date.getUTCFullYear()).padStart(4, "0");
+  const time = [date.getUTCHours(), date.getUTCMinutes(), date.getUTCSeconds()]
+    .map(pad)
+    .join(":");
+  return `${dayName}, ${day} ${month} ${year} ${time} +0000`;
+}
+
+// ---------------------------------------------------------------------------
+// Field extraction
+
+const NO_FIELDS: ExtractedFields = { subject: "", date: null, body: "" };
+
 /** Extracts Subject, Date and text body; never throws on malformed mail. */
-export function extractFields(_data: Uint8Array): Promise<ExtractedFields> {
-  throw new Error("not implemented");
+export async function extractFields(
+  data: Uint8Array,
+): Promise<ExtractedFields> {
+  let email: Email;
+  try {
+    email = await PostalMime.parse(addMissingHeaderSection(data));
+  } catch (error) {
+    // postal-mime 4.2.0 throws past its limits (2 MiB of header lines, 10000
+    // parts, 256 levels of nesting), so such a message gets no fields.
+    log("warn", "message_parse_failed", { error: describeError(error) });
+    return NO_FIELDS;
+  }
+
+  const dateHeader = email.headers.find((header) => header.key === "date");
+  return {
+    subject: email.subject ?? "",
+    date: dateHeader === undefined ? null : parseDateTime(dateHeader.value),
+    body: extractBody(email),
+  };
+}
+
+/**
+ * Prepends an empty line when the first line starts with SP or HTAB. Such a
+ * line continues no header field (RFC 5322 2.2.3), so the message has no
+ * header section and all of it is body. postal-mime would otherwise read
+ * the line as a header field and the lines after it as more header fields.
+ */
+function addMissingHeaderSection(data: Uint8Array): Uint8Array {
+  const first = data[0];
+  if (first !== 0x20 && first !== 0x09) return data;
+
+  const prefixed = new Uint8Array(data.length + 2);
+  prefixed.set([0x0d, 0x0a]);
+  prefixed.set(data, 2);
+  return prefixed;
+}
+
+/**
+ * Returns the text/plain content, else the text of the HTML content, else
+ * "", with LF line ends.
+ */
+function extractBody(email: Email): string {
+  // NOTE: postal-mime joins all inline text/plain parts, and converts an
+  // inline HTML part beside them with its own converter, which writes <li>
+  // as "* " and a link as its URL in parentheses.
+  if (email.text !== undefined) return toLfLineEnds(email.text);
+  if (email.html !== undefined) return toLfLineEnds(htmlToText(email.html));
+  return "";
+}
+
+/** Replaces CRLF and any bare CR with LF. */
+function toLfLineEnds(text: string): string {
+  return text.replace(/\r\n?/g, "\n");
+}
+
+// ---------------------------------------------------------------------------
+// RFC 5322 date-time
+
+/**
+ * RFC 5322 3.3 and 4.3 date-time, after comments are removed: optional
+ * day-of-week, day, month name, year of 2 to 4 digits, hh:mm[:ss], and an
+ * optional zone.
+ */
+const DATE_TIME_PATTERN = new RegExp(
+  "^(?:([a-z]{3})\\s*,\\s*)?" + // day-of-week
+    "(\\d{1,2})\\s+([a-z]{3})\\s+(\\d{2,4})\\s+" + // day month year
+    "(\\d{1,2})\\s*:\\s*(\\d{2})(?:\\s*:\\s*(\\d{2}))?" + // hh:mm[:ss]
+    "(?:\\s*([+-]\\d{4}|[a-z]{1,5}))?$", // zone
+  "i",
+);
+
+/** RFC 5322 4.3 obsolete zone names, as minutes east of UTC. */
+const ZONE_OFFSETS: Readonly<Record<string, number>> = {
+  ut: 0,
+  gmt: 0,
+  edt: -4 * 60,
+  est: -5 * 60,
+  cdt: -5 * 60,
+  cst: -6 * 60,
+  mdt: -6 * 60,
+  mst: -7 * 60,
+  pdt: -7 * 60,
+  pst: -8 * 60,
+};
+
+/** Parses an RFC 5322 date-time, or returns null when the value is not one. */
+function parseDateTime(value: string): Date | null {
+  const text = removeComments(value);
+  const match = text === null ? null : DATE_TIME_PATTERN.exec(text.trim());
+  if (match === null) return null;
+
+  const [, dayName, day, monthName, year, hour, minute, second, zone] = match;
+  if (dayName !== undefined && !isDayName(dayName)) return null;
+
+  const month = MONTH_NAMES.findIndex((name) =>
+    name.toLowerCase() === monthName?.toLowerCase()
+  );
+  const fullYear = expandYear(year ?? "");
+  const offset = parseZone(zone);
+  const fields = {
+    year: fullYear,
+    month,
+    day: Number(day),
+    hour: Number(hour),
+    minute: Number(minute),
+    second: Number(second ?? "0"),
+  };
+  if (offset === null || !isValidDateTime(fields)) return null;
+
+  const utc = Date.UTC(
+    fields.year,
+    fields.month,
+    fields.day,
+    fields.hour,
+    fields.minute,
+    fields.second,
+  );
+  return new Date(utc - offset * 60_000);
+}
+
+function isDayName(name: string): boolean {
+  return DAY_NAMES.some((day) => day.toLowerCase() === name.toLowerCase());
+}
+
+/**
+ * Expands an obsolete year (RFC 5322 4.3): 2000 is added to a 2-digit year
+ * below 50, and 1900 to one of 50 or more and to any 3-digit year.
+ */
+function expandYear(digits: string): number {
+  const year = Number(digits);
+  if (digits.length === 2) return year < 50 ? 2000 + year : 1900 + year;
+  if (digits.length === 3) return 1900 + year;
+  return year;
+}
+
+/**
+ * Returns the zone as minutes east of UTC, or null when it is invalid. No
+ * zone is taken as UTC. Military letters and other unknown names count as
+ * "-0000" (RFC 5322 4.3), which gives the time in UTC.
+ */
+function parseZone(zone: string | undefined): number | null {
+  if (zone === undefined) return 0;
+
+  const numeric = /^([+-])(\d{2})(\d{2})$/.exec(zone);
+  if (numeric === null) return ZONE_OFFSETS[zone.toLowerCase()] ?? 0;
+
+  const [, sign, hours, minutes] = numeric;
+  if (Number(minutes) > 59) return null;
+  const offset = Number(hours) * 60 + Number(minutes);
+  return sign === "-" ? -offset : offset;
+}
+
+interface DateTimeFields {
+  readonly year: number;
+  readonly month: number;
+  readonly day: number;
+  readonly hour: number;
+  readonly minute: number;
+  readonly second: number;
+}
+
+/**
+ * Checks the ranges of RFC 5322 3.3. A leap second (60) is allowed, and
+ * Date.UTC carries it into the next minute.
+ */
+function isValidDateTime(fields: DateTimeFields): boolean {
+  // RFC 5322 3.3: the year is 1900 or later.
+  if (fields.month < 0 || fields.year < 1900) return false;
+
+  const daysInMonth = new Date(Date.UTC(fields.year, fields.month + 1, 0))
+    .getUTCDate();
+  return fields.day >= 1 && fields.day <= daysInMonth &&
+    fields.hour <= 23 && fields.minute <= 59 && fields.second <= 60;
+}
+
+/**
+ * Replaces each RFC 5322 3.2.2 comment, nested ones included, with a space.
+ * Returns null when a parenthesis is left open.
+ */
+function removeComments(value: string): string | null {
+  let result = "";
+  let depth = 0;
+  for (let i = 0; i < value.length; i++) {
+    const char = value[i];
+    if (depth > 0 && char === "\\") {
+      i++;
+    } else if (char === "(") {
+      depth++;
+    } else if (char === ")" && depth > 0) {
+      depth--;
+      if (depth === 0) result += " ";
+    } else if (depth === 0) {
+      result += char;
+    }
+  }
+  return depth === 0 ? result : null;
+}
+
+// ---------------------------------------------------------------------------
+// HTML to text
+
+/** Elements whose content is not shown as text. */
+const HIDDEN_ELEMENTS = new Set(["script", "style", "title", "template"]);
+
+/** Elements that start and end a line. */
+const BLOCK_ELEMENTS = new Set([
+  "address",
+  "article",
+  "aside",
+  "blockquote",
+  "dd",
+  "div",
+  "dl",
+  "dt",
+  "fieldset",
+  "figure",
+  "footer",
+  "form",
+  "h1",
+  "h2",
+  "h3",
+  "h4",
+  "h5",
+  "h6",
+  "header",
+  "hr",
+  "li",
+  "main",
+  "nav",
+  "ol",
+  "p",
+  "pre",
+  "section",
+  "table",
+  "tr",
+  "ul",
+]);
+
+/** Table cells, whose contents are separated by a space. */
+const CELL_ELEMENTS = new Set(["td", "th"]);
+
+const TAG_START = /<(\/?)([a-z][a-z0-9-]*)/iy;
+
+/**
+ * Converts HTML to plain text: tags removed, entities decoded, block
+ * elements and `<br>` as line breaks, the content of script, style, title
+ * and template dropped, whitespace collapsed outside `<pre>`. Every search
+ * moves the position past the text it covered, so the time is linear in the
+ * length of the HTML.
+ */
+function htmlToText(html: string): string {
+  const builder = new PlainTextBuilder();
+  let position = 0;
+  while (position < html.length) {
+    const tagStart = html.indexOf("<", position);
+    const textEnd = tagStart < 0 ? html.length : tagStart;
+    builder.addText(html.slice(position, textEnd));
+    if (tagStart < 0) break;
+
+    position = readMarkup(html, tagStart, builder);
+  }
+  return builder.toString();
+}
+
+/**
+ * Reads the comment, declaration or tag that starts at `start` and returns
+ * the position after it. A `<` that starts none of them is text.
+ */
+function readMarkup(
+  html: string,
+  start: number,
+  builder: PlainTextBuilder,
+): number {
+  if (html.startsWith("<!--", start)) {
+    return positionAfter(html, "-->", start + 4);
+  }
+  const next = html[start + 1];
+  if (next === "!" || next === "?") return positionAfter(html, ">", start);
+
+  TAG_START.lastIndex = start;
+  const match = TAG_START.exec(html);
+  if (match === null) {
+    builder.addText("<");
+    return start + 1;
+  }
+
+  const tagEnd = positionAfter(html, ">", start);
+  const isEndTag = match[1] === "/";
+  const name = (match[2] ?? "").toLowerCase();
+  if (!isEndTag && HIDDEN_ELEMENTS.has(name)) {
+    return skipElementContent(html, name, tagEnd);
+  }
+
+  builder.handleTag(name, isEndTag);
+  return tagEnd;
+}
+
+/** Returns the position after the next `text` from `from`, or the end. */
+function positionAfter(html: string, text: string, from: number): number {
+  const found = html.indexOf(text, from);
+  return found < 0 ? html.length : found + text.length;
+}
+
+/** Returns the position after the end tag of `name`, or the end. */
+function skipElementContent(html: string, name: string, from: number): number {
+  const endTag = new RegExp(`</${name}\\b`, "ig");
+  endTag.lastIndex = from;
+  const found = endTag.exec(html);
+  return found === null ? html.length : positionAfter(html, ">", found.index);
+}
+
+/** Collects the lines of text that htmlToText produces. */
+class PlainTextBuilder {
+  #lines: string[] = [];
+  #line = "";
+  #spacePending = false;
+  #preDepth = 0;
+
+  addText(html: string): void {
+    if (html === "") return;
+    if (this.#preDepth > 0) {
+      this.#addPreformatted(html);
+      return;
+    }
+
+    let text = html.replace(/[\t\n\f\r ]+/g, " ");
+    if (text.startsWith(" ")) {
+      this.#spacePending = true;
+      text = text.slice(1);
+    }
+    if (text === "") return;
+
+    const endsWithSpace = text.endsWith(" ");
+    if (endsWithSpace) text = text.slice(0, -1);
+    if (this.#spacePending && this.#line !== "") this.#line += " ";
+    this.#line += decodeHtmlEntities(text);
+    this.#spacePending = endsWithSpace;
+  }
+
+  handleTag(name: string, isEndTag: boolean): void {
+    if (name === "br") {
+      this.#endLine();
+    } else if (BLOCK_ELEMENTS.has(name)) {
+      if (this.#line !== "") this.#endLine();
+      this.#spacePending = false;
+      if (name === "pre") {
+        this.#preDepth = Math.max(0, this.#preDepth + (isEndTag ? -1 : 1));
+      }
+    } else if (CELL_ELEMENTS.has(name)) {
+      this.#spacePending = true;
+    }
+  }
+
+  /** Returns the lines joined with LF, without leading or trailing empty lines. */
+  toString(): string {
+    const lines = [...this.#lines, this.#line];
+    let first = 0;
+    let last = lines.length;
+    while (first < last && lines[first] === "") first++;
+    while (last > first && lines[last - 1] === "") last--;
+    return lines.slice(first, last).join("\n");
+  }
+
+  #addPreformatted(html: string): void {
+    const lines = decodeHtmlEntities(html).replace(/\r\n?/g, "\n").split("\n");
+    lines.forEach((line, index) => {
+      if (index > 0) this.#endLine();
+      if (this.#spacePending && this.#line !== "") this.#line += " ";
+      this.#spacePending = false;
+      this.#line += line;
+    });
+  }
+
+  #endLine(): void {
+    this.#lines.push(this.#line);
+    this.#line = "";
+    this.#spacePending = false;
+  }
+}
+
+/** HTML 4 Latin-1 entity names, for U+00A0 to U+00FF in order. */
+const LATIN1_ENTITY_NAMES = (
+  "nbsp iexcl cent pound curren yen brvbar sect uml copy ordf laquo not " +
+  "shy reg macr deg plusmn sup2 sup3 acute micro para middot cedil sup1 " +
+  "ordm raquo frac14 frac12 frac34 iquest Agrave Aacute Acirc Atilde Auml " +
+  "Aring AElig Ccedil Egrave Eacute Ecirc Euml Igrave Iacute Icirc Iuml " +
+  "ETH Ntilde Ograve Oacute Ocirc Otilde Ouml times Oslash Ugrave Uacute " +
+  "Ucirc Uuml Yacute THORN szlig agrave aacute acirc atilde auml aring " +
+  "aelig ccedil egrave eacute ecirc euml igrave iacute icirc iuml eth " +
+  "ntilde ograve oacute ocirc otilde ouml divide oslash ugrave uacute " +
+  "ucirc uuml yacute thorn yuml"
+).split(" ");
+
+/**
+ * Named character references: the XML five, HTML 4 Latin-1 and the
+ * punctuation and symbols that mail commonly uses.
+ */
+const NAMED_ENTITIES: ReadonlyMap<string, string> = new Map([
+  ...LATIN1_ENTITY_NAMES.map((name, index): [string, string] => [
+    name,
+    String.fromCharCode(0xa0 + index),
+  ]),
+  ...Object.entries({
+    amp: "&",
+    lt: "<",
+    gt: ">",
+    quot: '"',
+    apos: "'",
+    OElig: "\u0152",
+    oelig: "\u0153",
+    Scaron: "\u0160",
+    scaron: "\u0161",
+    Yuml: "\u0178",
+    fnof: "\u0192",
+    circ: "\u02c6",
+    tilde: "\u02dc",
+    ensp: "\u2002",
+    emsp: "\u2003",
+    thinsp: "\u2009",
+    zwnj: "\u200c",
+    zwj: "\u200d",
+    lrm: "\u200e",
+    rlm: "\u200f",
+    ndash: "\u2013",
+    mdash: "\u2014",
+    lsquo: "\u2018",
+    rsquo: "\u2019",
+    sbquo: "\u201a",
+    ldquo: "\u201c",
+    rdquo: "\u201d",
+    bdquo: "\u201e",
+    dagger: "\u2020",
+    Dagger: "\u2021",
+    bull: "\u2022",
+    hellip: "\u2026",
+    permil: "\u2030",
+    prime: "\u2032",
+    Prime: "\u2033",
+    lsaquo: "\u2039",
+    rsaquo: "\u203a",
+    oline: "\u203e",
+    euro: "\u20ac",
+    trade: "\u2122",
+    larr: "\u2190",
+    uarr: "\u2191",
+    rarr: "\u2192",
+    darr: "\u2193",
+    harr: "\u2194",
+    minus: "\u2212",
+  }),
+]);
+
+const CHARACTER_REFERENCE =
+  /&(?:#(\d+)|#[xX]([0-9a-fA-F]+)|([A-Za-z]\w*))(;?)/g;
+
+const windows1252 = new TextDecoder("windows-1252");
+
+/**
+ * Decodes character references. A named one needs its ";", a numeric one
+ * does not.
+ */
+function decodeHtmlEntities(text: string): string {
+  if (!text.includes("&")) return text;
+
+  // NOTE: named references outside NAMED_ENTITIES (Greek letters, math
+  // symbols and the rest of the HTML5 list) stay as written.
+  return text.replace(
+    CHARACTER_REFERENCE,
+    (reference, decimal, hex, name, semicolon) => {
+      if (decimal !== undefined) return decodeCodePoint(parseInt(decimal, 10));
+      if (hex !== undefined) return decodeCodePoint(parseInt(hex, 16));
+      if (semicolon !== ";") return reference;
+      return NAMED_ENTITIES.get(name) ?? reference;
+    },
+  );
+}
+
+/**
+ * Decodes a numeric character reference. NUL, surrogates and values past
+ * U+10FFFF become U+FFFD, and 0x80 to 0x9F are read as windows-1252 bytes.
+ */
+function decodeCodePoint(codePoint: number): string {
+  const isSurrogate = codePoint >= 0xd800 && codePoint <= 0xdfff;
+  if (codePoint === 0 || codePoint > 0x10ffff || isSurrogate) return "\ufffd";
+  if (codePoint >= 0x80 && codePoint <= 0x9f) {
+    return windows1252.decode(Uint8Array.of(codePoint));
+  }
+  return String.fromCodePoint(codePoint);
 }

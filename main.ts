@@ -47,12 +47,31 @@ function readConfig(): Config {
   }
 }
 
+/** Room for the Return-Path: and Received: headers prepended to a message. */
+const TRACE_HEADER_ALLOWANCE = 4096;
+
 async function connectStore(config: Config): Promise<MysqlStore> {
+  let store: MysqlStore;
   try {
-    return await openStore(config.mysqlUrl);
+    store = await openStore(config.mysqlUrl);
   } catch (error) {
     fail(describeError(error), 1);
   }
+  // A message that MySQL cannot take in one packet would be refused after
+  // the client sent it all, so the mismatch stops the server at start.
+  const needed = config.maxMessageBytes + TRACE_HEADER_ALLOWANCE;
+  if (needed > store.maxRawBytes) {
+    await store.close();
+    fail(
+      `MAX_MESSAGE_BYTES=${config.maxMessageBytes} is larger than MySQL's ` +
+        `max_allowed_packet=${store.maxAllowedPacket} allows; raise ` +
+        `max_allowed_packet to at least ${
+          needed + 1024
+        } or lower MAX_MESSAGE_BYTES`,
+      1,
+    );
+  }
+  return store;
 }
 
 async function applySchema(): Promise<void> {

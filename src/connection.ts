@@ -91,6 +91,7 @@ export class Connection {
   #lastProgress = Date.now();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #shuttingDown = false;
+  #closed = Promise.withResolvers<void>();
 
   constructor(
     transport: Transport,
@@ -133,6 +134,14 @@ export class Connection {
   /** Closes at once, as when the shutdown grace period is over. */
   forceClose(): void {
     this.#close();
+  }
+
+  /**
+   * Resolves when the socket is closed, which can be before `run()` ends:
+   * a session may still wait on the store after a forced close.
+   */
+  get closed(): Promise<void> {
+    return this.#closed.promise;
   }
 
   async #serve(): Promise<void> {
@@ -241,5 +250,6 @@ export class Connection {
     this.#phase = "closed";
     clearTimeout(this.#timer);
     this.#transport.close();
+    this.#closed.resolve();
   }
 }

@@ -89,6 +89,9 @@ export class SmtpServer {
       client: remote.hostname,
       port: remote.port,
     });
+    // A session counts until its socket closes, even if it still waits on
+    // the store after a forced close at shutdown.
+    connection.closed.then(() => this.#connections.delete(connection));
     const done = connection.run().finally(() => {
       this.#connections.delete(connection);
       log("info", "session_end", {
@@ -125,10 +128,13 @@ export class SmtpServer {
     clearTimeout(timer);
     if (outcome === "timeout") {
       log("warn", "shutdown_grace_over", { sessions: this.#connections.size });
-      for (const connection of this.#connections.keys()) {
+      // A session waiting on a stalled store is not waited for: closing the
+      // store next fails its transaction, and MySQL rolls it back.
+      const closed = [...this.#connections].map(([connection, done]) => {
         connection.forceClose();
-      }
-      await Promise.all(this.#connections.values());
+        return Promise.race([done, connection.closed]);
+      });
+      await Promise.all(closed);
     }
   }
 }

@@ -205,6 +205,7 @@ export class Session {
     log("info", "stored", {
       session: this.id,
       id,
+      sender: envelope.reversePath,
       recipients: envelope.forwardPaths.length,
       bytes: raw.length,
     });

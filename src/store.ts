@@ -438,20 +438,44 @@ export class MysqlStore implements Store {
     const row = prepareRow(message, this.maxRawBytes);
     const recipients = uniqueAddresses(message.recipients);
     return await this.#track(async () => {
-      // NOTE: when a COMMIT times out or its connection drops, the message
-      // may be stored all the same. It is never retried, but the client
-      // gets 421 and may send it again, which stores a duplicate.
       const [connection] = await this.#start("START TRANSACTION");
+      let id: string | undefined;
       try {
-        const id = await this.#insertRows(connection, row, recipients);
+        id = await this.#insertRows(connection, row, recipients);
         await this.#run(connection, "COMMIT");
         connection.release();
         return id;
       } catch (error) {
         await this.#abort(connection, error);
+        if (id !== undefined && isUnavailableError(error)) {
+          if (await this.#wasCommitted(id)) return id;
+        }
         throw error;
       }
     });
+  }
+
+  /**
+   * Looks, on another connection, for the row of a transaction whose COMMIT
+   * got no answer: the COMMIT may have run before the connection dropped,
+   * and a 421 for a stored message makes the client send it twice.
+   */
+  async #wasCommitted(id: string): Promise<boolean> {
+    // NOTE: a COMMIT still in flight when this runs is not seen, and
+    // neither is one when MySQL stays out of reach, so a duplicate can
+    // still follow a lost acknowledgement in those cases.
+    try {
+      const [connection, rows] = await this.#start(
+        "SELECT id FROM messages WHERE id = ?",
+        [id],
+      );
+      connection.release();
+      const found = (rows as mysql.RowDataPacket[]).length > 0;
+      log("warn", "commit_unacknowledged", { id, stored: found });
+      return found;
+    } catch {
+      return false;
+    }
   }
 
   async #insertRows(

@@ -156,6 +156,9 @@ export class Connection {
         this.#queue(step.reply);
         await this.#flush();
         this.#enterPhase("data");
+        // NOTE: each complete data line restarts the idle timer, so a client
+        // sending short lines just within the timeout holds the session for
+        // as long as the message lasts.
         const data = await this.#reader.readData({
           maxBytes: this.#options.maxMessageBytes,
           onLine: () => this.#lastProgress = Date.now(),

@@ -157,7 +157,7 @@ export class Connection {
         await this.#flush();
         this.#enterPhase("data");
         // NOTE: each complete data line restarts the idle timer, so a client
-        // sending short lines just within the timeout holds the session for
+        // sending short lines just within the timeout keeps the session for
         // as long as the message lasts.
         const data = await this.#reader.readData({
           maxBytes: this.#options.maxMessageBytes,
@@ -244,7 +244,7 @@ export class Connection {
     this.#phase = "closed";
     this.#transport.write(encoder.encode(text))
       .catch(() => {
-        // The client is gone; there is nobody left to tell.
+        // The client has disconnected, so the reply cannot be delivered.
       })
       .finally(() => this.#close());
   }

@@ -191,8 +191,8 @@ function finishData(
   bareLineEnding: boolean,
   lineTooLong: boolean,
 ): MailData {
-  // SPEC order at the end of data: size first, then bare CR or LF, then
-  // over-long lines.
+  // One reply at the end of data, the first that applies: size, then a
+  // bare CR or LF, then an over-long line.
   if (output.overflowed) return { kind: "tooBig" };
   if (bareLineEnding) return { kind: "bareLineEnding" };
   if (lineTooLong) return { kind: "lineTooLong" };

@@ -44,7 +44,7 @@ export function isLogged(level: LogLevel): boolean {
   return LOG_LEVELS.indexOf(level) >= LOG_LEVELS.indexOf(minimumLevel);
 }
 
-/** Quotes a value when it holds a space, a quote, `=` or a control character. */
+/** Quotes a value when it contains a space, a quote, `=` or a control character. */
 function formatValue(value: string): string {
   // deno-lint-ignore no-control-regex -- control characters must be quoted
   if (value !== "" && !/[\s"=\\\x00-\x1f\x7f]/.test(value)) return value;

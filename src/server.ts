@@ -48,7 +48,7 @@ export class SmtpServer {
         conn = await listener.accept();
       } catch (error) {
         if (this.#stopping || error instanceof Deno.errors.BadResource) return;
-        // Out of file descriptors, say: wait a little rather than spin.
+        // For example out of file descriptors: wait a little rather than spin.
         log("error", "accept_failed", { error: describeError(error) });
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;

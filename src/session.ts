@@ -22,7 +22,7 @@ import {
   type User,
 } from "./store.ts";
 
-/** Where a session is: greeted or not, and how far the mail transaction got. */
+/** The stage of a session: greeted or not, and how far the mail transaction got. */
 export type SessionState = "start" | "ready" | "mail" | "rcpt" | "data";
 
 /** The sender, recipients and parameters of the current mail transaction. */
@@ -482,7 +482,7 @@ const COMMANDS = {
   HELP: { handler: handleHelp, states: ANY_STATE },
   VRFY: { handler: handleVrfy, states: ANY_STATE },
   EXPN: { handler: handleExpn, states: ANY_STATE },
-  // Obsolete or not offered: RFC 5321 4.2.4 and SPEC give 502.
+  // Obsolete verbs and extensions not offered now get 502 (RFC 5321 4.2.4).
   SEND: { handler: handleNotImplemented, states: ANY_STATE },
   SOML: { handler: handleNotImplemented, states: ANY_STATE },
   SAML: { handler: handleNotImplemented, states: ANY_STATE },

@@ -1,6 +1,11 @@
 /** Server configuration, read once from environment variables. */
 
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
+import {
+  InvalidMysqlUrlError,
+  parseMysqlUrl,
+  redactPassword,
+} from "./mysql_url.ts";
 
 /** The settings of one server, each already parsed and in its unit. */
 export interface Config {
@@ -27,34 +32,23 @@ export class ConfigError extends Error {
 
 export const DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/smtpstore";
 
-/** Each variable with its meaning and default, for `--help` and the README. */
+/** Each variable with its meaning and default, for `smtpstore help`. */
 export const CONFIG_VARIABLES = [
   ["SMTP_HOST", "listening address", "0.0.0.0"],
   ["SMTP_PORT", "listening port", "2525"],
   [
     "SMTP_HOSTNAME",
     "name in the greeting and Received: header",
-    "this machine's hostname",
+    "the machine's hostname",
   ],
-  ["MYSQL_URL", "MySQL connection URL", DEFAULT_MYSQL_URL],
-  [
-    "MAX_MESSAGE_BYTES",
-    "largest message accepted, in bytes",
-    "10485760 (10 MiB)",
-  ],
+  ["MYSQL_URL", "mysql://user:password@host:port/database", DEFAULT_MYSQL_URL],
+  ["MAX_MESSAGE_BYTES", "largest message accepted, in bytes", "10485760"],
   ["MAX_RECIPIENTS", "recipients per message", "100"],
   ["MAX_CONNECTIONS", "concurrent sessions", "1000"],
-  ["IDLE_TIMEOUT_SECONDS", "silence before a session is closed", "600"],
-  [
-    "SHUTDOWN_GRACE_SECONDS",
-    "time a message in DATA gets to finish on SIGTERM",
-    "30",
-  ],
-  [
-    "TLS_CERT_FILE, TLS_KEY_FILE",
-    "PEM files; STARTTLS is not offered yet",
-    "unset",
-  ],
+  ["IDLE_TIMEOUT_SECONDS", "wait for a command before 421", "600"],
+  ["SHUTDOWN_GRACE_SECONDS", "wait for DATA on SIGTERM or SIGINT", "30"],
+  ["TLS_CERT_FILE", "PEM certificate, not used yet (no STARTTLS)", "unset"],
+  ["TLS_KEY_FILE", "PEM private key, not used yet", "unset"],
   ["LOG_LEVEL", "debug, info, warn or error", "info"],
 ] as const;
 
@@ -69,17 +63,11 @@ function readInteger(
 ): number {
   const text = env[name];
   if (text === undefined || text === "") return fallback;
-  if (!/^\d+$/.test(text.trim())) {
+  const value = /^\d+$/.test(text.trim()) ? Number(text.trim()) : NaN;
+  if (!(value >= minimum && value <= maximum)) {
     throw new ConfigError(
-      `${name}=${JSON.stringify(text)} is invalid: expected a whole number`,
-    );
-  }
-  const value = Number(text.trim());
-  if (value < minimum || value > maximum) {
-    throw new ConfigError(
-      `${name}=${
-        JSON.stringify(text)
-      } is invalid: expected ${minimum} to ${maximum}`,
+      `${name}=${JSON.stringify(text)} is invalid: ` +
+        `expected a whole number from ${minimum} to ${maximum}`,
     );
   }
   return value;
@@ -103,22 +91,12 @@ function readHostname(env: Environment): string {
 function readMysqlUrl(env: Environment): string {
   const text = env.MYSQL_URL;
   if (text === undefined || text === "") return DEFAULT_MYSQL_URL;
-  let url: URL;
   try {
-    url = new URL(text);
-  } catch {
-    throw new ConfigError(
-      `MYSQL_URL=${
-        JSON.stringify(text)
-      } is invalid: expected mysql://user:password@host:port/database`,
-    );
-  }
-  if (url.protocol !== "mysql:" || url.pathname.length <= 1) {
-    throw new ConfigError(
-      `MYSQL_URL=${
-        JSON.stringify(text)
-      } is invalid: expected mysql://user:password@host:port/database`,
-    );
+    parseMysqlUrl(text);
+  } catch (error) {
+    if (!(error instanceof InvalidMysqlUrlError)) throw error;
+    const shown = JSON.stringify(redactPassword(text));
+    throw new ConfigError(`MYSQL_URL=${shown} is invalid: ${error.reason}`);
   }
   return text;
 }

@@ -7,6 +7,7 @@ import { Buffer } from "node:buffer";
 import mysql from "mysql2/promise";
 import schema from "../sql/schema.sql" with { type: "text" };
 import { log } from "./log.ts";
+import { formatServer, type MysqlTarget, parseMysqlUrl } from "./mysql_url.ts";
 
 /** A message ready to store, with the trace headers already in `raw`. */
 export interface NewMessage {
@@ -69,15 +70,6 @@ export interface StoreOptions {
   readonly connectTimeoutMs?: number;
 }
 
-/** The parts of a `mysql://` URL that the store connects with. */
-export interface MysqlTarget {
-  readonly host: string;
-  readonly port: number;
-  readonly user: string;
-  readonly password: string;
-  readonly database: string;
-}
-
 interface Settings {
   readonly connectionLimit: number;
   readonly queryTimeoutMs: number;
@@ -96,7 +88,6 @@ interface CoreConnection {
   };
 }
 
-const DEFAULT_PORT = 3306;
 const CHARSET = "utf8mb4";
 const COLLATION = "utf8mb4_unicode_ci";
 
@@ -193,65 +184,6 @@ export async function openStore(
   options: StoreOptions = {},
 ): Promise<MysqlStore> {
   return await MysqlStore.open(url, options);
-}
-
-/**
- * Parses a `mysql://` URL; user, password and database are
- * percent-decoded. Throws an Error naming the URL, without its password.
- */
-export function parseMysqlUrl(url: string): MysqlTarget {
-  const invalid = (reason: string) =>
-    new Error(`invalid MySQL URL ${redactPassword(url)}: ${reason}`);
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw invalid("expected mysql://user:password@host:port/database");
-  }
-  if (parsed.protocol !== "mysql:") throw invalid("the scheme is not mysql:");
-  if (parsed.hostname === "") throw invalid("the host is missing");
-  if (parsed.search !== "") throw invalid("query parameters are not supported");
-
-  let user: string, password: string, database: string;
-  try {
-    user = decodeURIComponent(parsed.username);
-    password = decodeURIComponent(parsed.password);
-    database = decodeURIComponent(parsed.pathname.slice(1));
-  } catch {
-    throw invalid("invalid percent-encoding");
-  }
-  if (database === "") throw invalid("the database name is missing");
-  validateDatabaseName(database);
-
-  return {
-    host: parsed.hostname.replace(/^\[(.*)\]$/, "$1"),
-    port: parsed.port === "" ? DEFAULT_PORT : Number(parsed.port),
-    user,
-    password,
-    database,
-  };
-}
-
-/**
- * Checks a database name before it is quoted into CREATE DATABASE, because
- * an identifier cannot be a statement parameter.
- */
-function validateDatabaseName(name: string): void {
-  if (!/^[A-Za-z0-9_$]{1,64}$/.test(name)) {
-    throw new Error(
-      `invalid MySQL database name ${JSON.stringify(name)}: ` +
-        "expected 1 to 64 letters, digits, _ or $",
-    );
-  }
-}
-
-function redactPassword(url: string): string {
-  return url.replace(/^([^:]*:\/\/[^:@/]*):[^@/]*@/, "$1:***@");
-}
-
-function formatServer(target: MysqlTarget): string {
-  const host = target.host.includes(":") ? `[${target.host}]` : target.host;
-  return `${host}:${target.port}`;
 }
 
 function readSettings(options: StoreOptions): Settings {

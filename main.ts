@@ -10,6 +10,7 @@ import {
   loadConfig,
 } from "./src/config.ts";
 import { describeError, log, setLogLevel } from "./src/log.ts";
+import { describeTarget, parseMysqlUrl } from "./src/mysql_url.ts";
 import { SmtpServer } from "./src/server.ts";
 import { type MysqlStore, openStore } from "./src/store.ts";
 
@@ -24,13 +25,16 @@ Usage:
   smtpstore help       show this help
   smtpstore version    show the version
 
-Configuration comes from environment variables (deno task start also reads
-.env when present):
+Environment variables (make start also reads them from .env; with Deno,
+deno task --env-file=.env start):
 ${
     CONFIG_VARIABLES.map(([name, meaning, fallback]) =>
-      `  ${name.padEnd(26)} ${meaning} (default: ${fallback})`
+      `  ${name.padEnd(23)} ${meaning}\n  ${"".padEnd(23)} default: ${fallback}`
     ).join("\n")
   }
+
+Exit status: 0 after a clean stop, 1 when the server cannot start (MySQL
+out of reach, port in use), 2 for an invalid variable or argument.
 `;
 
 function fail(message: string, status: number): never {
@@ -55,7 +59,7 @@ async function connectStore(config: Config): Promise<MysqlStore> {
   try {
     store = await openStore(config.mysqlUrl);
   } catch (error) {
-    fail(describeError(error), 1);
+    fail(`${describeError(error)} (check MYSQL_URL and that MySQL runs)`, 1);
   }
   // A message that MySQL cannot take in one packet would be refused after
   // the client sent it all, so the mismatch stops the server at start.
@@ -108,6 +112,7 @@ async function serve(): Promise<void> {
     host: address.hostname,
     port: address.port,
     hostname: config.hostname,
+    mysql: describeTarget(parseMysqlUrl(config.mysqlUrl)),
     version: VERSION,
   });
 
@@ -155,4 +160,17 @@ async function main(args: string[]): Promise<void> {
   }
 }
 
-if (import.meta.main) await main(Deno.args);
+if (import.meta.main) {
+  try {
+    await main(Deno.args);
+  } catch (error) {
+    // Run through `deno run` without -A, the first environment or network
+    // access fails; say how to run it rather than print a stack.
+    if (!(error instanceof Deno.errors.NotCapable)) throw error;
+    fail(
+      `${error.message.split("\n")[0]}; run it with deno task start or ` +
+        "deno run -A main.ts",
+      2,
+    );
+  }
+}

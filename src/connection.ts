@@ -80,6 +80,16 @@ type Phase = "command" | "data" | "write" | "busy" | "closed";
 
 const encoder = new TextEncoder();
 
+/** Why a session ended, for its `session_end` log line. */
+export type EndReason =
+  | "quit"
+  | "client_closed"
+  | "idle_timeout"
+  | "shutdown"
+  | "shutdown_forced"
+  | "store_unavailable"
+  | "internal_error";
+
 /** Runs one session over a transport until either side closes. */
 export class Connection {
   readonly session: Session;
@@ -92,6 +102,7 @@ export class Connection {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #shuttingDown = false;
   #closed = Promise.withResolvers<void>();
+  #endReason: EndReason | undefined;
 
   constructor(
     transport: Transport,
@@ -112,6 +123,7 @@ export class Connection {
       await this.#serve();
     } catch (error) {
       if (!isDisconnect(error)) {
+        this.#endWith("internal_error");
         log("error", "connection_failed", {
           session: this.session.id,
           error: describeError(error),
@@ -128,12 +140,25 @@ export class Connection {
    */
   shutdown(): void {
     this.#shuttingDown = true;
-    if (this.#phase === "command") this.#closeWith(REPLIES.shuttingDown);
+    if (this.#phase !== "command") return;
+    this.#endWith("shutdown");
+    this.#closeWith(REPLIES.shuttingDown);
   }
 
   /** Closes at once, as when the shutdown grace period is over. */
   forceClose(): void {
+    this.#endWith("shutdown_forced");
     this.#close();
+  }
+
+  /** Why the session ended; "client_closed" until something else applies. */
+  get endReason(): EndReason {
+    return this.#endReason ?? "client_closed";
+  }
+
+  /** Records the first reason the session ends for. */
+  #endWith(reason: EndReason): void {
+    this.#endReason ??= reason;
   }
 
   /**
@@ -169,8 +194,12 @@ export class Connection {
       }
 
       this.#queue(step.reply);
-      if (step.next === "close") return await this.#flush();
+      if (step.next === "close") {
+        this.#endWith(closeReason(step.reply));
+        return await this.#flush();
+      }
       if (this.#shuttingDown) {
+        this.#endWith("shutdown");
         this.#queue(REPLIES.shuttingDown);
         return await this.#flush();
       }
@@ -232,6 +261,7 @@ export class Connection {
       phase: this.#phase,
       seconds: Math.round(idle / 1000),
     });
+    this.#endWith("idle_timeout");
     // A client that does not read its replies cannot be sent a 421 either.
     if (this.#phase === "write") return this.#close();
     this.#closeWith(REPLIES.idleTimeout);
@@ -255,4 +285,11 @@ export class Connection {
     this.#transport.close();
     this.#closed.resolve();
   }
+}
+
+/** The end reason of a reply after which the session closes. */
+function closeReason(reply: Reply): EndReason {
+  if (reply === REPLIES.storeUnavailable) return "store_unavailable";
+  if (reply === REPLIES.internalError) return "internal_error";
+  return "quit";
 }

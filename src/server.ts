@@ -100,6 +100,7 @@ export class SmtpServer {
         helo: session.heloName ?? undefined,
         messages: session.messagesStored,
         duration_ms: Date.now() - session.startedAt,
+        reason: connection.endReason,
       });
     });
     this.#connections.set(connection, done);

@@ -162,13 +162,14 @@ export class Session {
   #rejectData(kind: "tooBig" | "bareLineEnding" | "lineTooLong"): Step {
     // The envelope stays, so the client may send DATA again.
     this.enterState("rcpt");
-    const replies = {
-      tooBig: REPLIES.messageTooBig,
-      bareLineEnding: REPLIES.dataBareLineEnding,
-      lineTooLong: REPLIES.dataLineTooLong,
+    const rejections = {
+      tooBig: [REPLIES.messageTooBig, "message_too_big"],
+      bareLineEnding: [REPLIES.dataBareLineEnding, "bare_line_ending"],
+      lineTooLong: [REPLIES.dataLineTooLong, "line_too_long"],
     } as const;
-    log("warn", "data_rejected", { session: this.id, reason: kind });
-    return reply(replies[kind]);
+    const [rejection, reason] = rejections[kind];
+    log("warn", "data_rejected", { session: this.id, reason });
+    return reply(rejection);
   }
 
   async #storeMessage(data: Uint8Array): Promise<Step> {
@@ -289,6 +290,11 @@ function handleMail(session: Session, argument: string): Step {
     checked.declaredSize !== null &&
     checked.declaredSize > session.config.maxMessageBytes
   ) {
+    log("warn", "size_limit", {
+      session: session.id,
+      declared: checked.declaredSize,
+      limit: session.config.maxMessageBytes,
+    });
     return reply(REPLIES.messageTooBig);
   }
 

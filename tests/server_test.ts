@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { RawClient } from "./helpers/smtp_client.ts";
 import { startTestServer, type TestServer } from "./helpers/server.ts";
 import type { Config } from "../src/config.ts";
+import { setLogLevel, setLogSink } from "../src/log.ts";
 
 /** Runs a test against a fresh server and database, closing both after. */
 async function withServer(
@@ -541,4 +542,49 @@ Deno.test("client gone mid-DATA leaves nothing stored", async () => {
     assert.equal(await countMessages(server), 0);
     assert.equal(server.server.connectionCount, 0);
   });
+});
+
+Deno.test("session_end names why each session ended", async () => {
+  const lines: string[] = [];
+  const previousSink = setLogSink((line) => lines.push(line));
+  try {
+    await withServer(
+      { idleTimeoutMs: 300, logLevel: "info" },
+      async (server) => {
+        const quitter = await RawClient.greeted(server.port);
+        await quitter.command("QUIT");
+        assert.equal(await quitter.closedByServer(), true);
+        quitter.close();
+
+        const leaver = await RawClient.greeted(server.port);
+        await leaver.command("EHLO client.example");
+        const oversized = await leaver.command(
+          "MAIL FROM:<s@example.com> SIZE=999999999",
+        );
+        assert.equal(oversized.code, 552);
+        leaver.close();
+
+        const idler = await RawClient.greeted(server.port);
+        assert.equal((await idler.readReply()).code, 421);
+        assert.equal(await idler.closedByServer(), true);
+        idler.close();
+
+        while (server.server.connectionCount > 0) {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      },
+    );
+  } finally {
+    setLogSink(previousSink);
+    setLogLevel("error");
+  }
+
+  const reasons = lines
+    .filter((line) => line.includes(" event=session_end "))
+    .map((line) => /reason=(\S+)/.exec(line)?.[1])
+    .sort();
+  assert.deepEqual(reasons, ["client_closed", "idle_timeout", "quit"]);
+  const sizeLimit = lines.filter((line) => line.includes("event=size_limit"));
+  assert.equal(sizeLimit.length, 1);
+  assert.match(sizeLimit[0]!, / declared=999999999 /);
 });

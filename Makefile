@@ -69,6 +69,12 @@ mysql: ## Start MariaDB for MYSQL_URL unless a server listens there
 	  esac
 	fi
 	url=$${url:-mysql://root@127.0.0.1:3306/smtpstore}
+	case $$url in
+	  mysql://*) ;;
+	  *) echo "make mysql: MYSQL_URL is invalid: expected" \
+	       "mysql://user:password@host:port/database" >&2
+	     exit 1 ;;
+	esac
 
 	# mysql://user:pass@host:port/db, where host may be an [IPv6] literal.
 	hostport=$${url#*://}
@@ -116,6 +122,15 @@ mysql: ## Start MariaDB for MYSQL_URL unless a server listens there
 	  fi
 	fi
 	mariadbd=$$(command -v mariadbd || echo /usr/sbin/mariadbd)
+
+	# A second server on the same data directory would corrupt it, so a
+	# running one that does not listen here points at a wrong port.
+	if ! listening && command -v pgrep >/dev/null &&
+	    { pgrep -x mariadbd || pgrep -x mysqld; } >/dev/null; then
+	  echo "make mysql: a MariaDB server runs but nothing listens on" \
+	    "$$address; check the host and port in MYSQL_URL" >&2
+	  exit 1
+	fi
 
 	# The package's postinstall script may have started a server already.
 	if ! listening; then

@@ -173,7 +173,10 @@ export class Connection {
     while (this.#phase !== "closed") {
       this.#enterPhase("command");
       const line = await this.#reader.readCommandLine();
-      if (line === null || this.#isClosed()) return;
+      if (this.#isClosed()) return;
+      // A client that half-closes after a pipelined group still gets the
+      // replies that waited for the rest of the group.
+      if (line === null) return await this.#flush();
       this.#enterPhase("busy");
 
       let step = await this.session.handleCommand(line);

@@ -15,6 +15,8 @@ export interface Config {
   readonly hostname: string;
   readonly mysqlUrl: string;
   readonly maxMessageBytes: number;
+  /** Message bytes that all sessions together may hold in memory. */
+  readonly maxBufferedMessageBytes: number;
   readonly maxRecipients: number;
   readonly maxConnections: number;
   readonly idleTimeoutMs: number;
@@ -43,6 +45,11 @@ export const CONFIG_VARIABLES = [
   ],
   ["MYSQL_URL", "mysql://user:password@host:port/database", DEFAULT_MYSQL_URL],
   ["MAX_MESSAGE_BYTES", "largest message accepted, in bytes", "10485760"],
+  [
+    "MAX_BUFFERED_MESSAGE_BYTES",
+    "message bytes held in memory by all sessions",
+    "268435456",
+  ],
   ["MAX_RECIPIENTS", "recipients per message", "100"],
   ["MAX_CONNECTIONS", "concurrent sessions", "1000"],
   ["IDLE_TIMEOUT_SECONDS", "wait for a command before 421", "600"],
@@ -132,18 +139,28 @@ function readTlsFiles(
 /** Parses the configuration, throwing ConfigError on the first bad value. */
 export function loadConfig(env: Environment): Config {
   const [tlsCertFile, tlsKeyFile] = readTlsFiles(env);
+  const maxMessageBytes = readInteger(
+    env,
+    "MAX_MESSAGE_BYTES",
+    10 * 1024 * 1024,
+    1,
+    1024 * 1024 * 1024,
+  );
+  // One message of the largest size must fit in the shared budget.
+  const maxBufferedMessageBytes = readInteger(
+    env,
+    "MAX_BUFFERED_MESSAGE_BYTES",
+    Math.max(256 * 1024 * 1024, maxMessageBytes),
+    maxMessageBytes,
+    Number.MAX_SAFE_INTEGER,
+  );
   return {
     smtpHost: env.SMTP_HOST || "0.0.0.0",
     smtpPort: readInteger(env, "SMTP_PORT", 2525, 0, 65535),
     hostname: readHostname(env),
     mysqlUrl: readMysqlUrl(env),
-    maxMessageBytes: readInteger(
-      env,
-      "MAX_MESSAGE_BYTES",
-      10 * 1024 * 1024,
-      1,
-      1024 * 1024 * 1024,
-    ),
+    maxMessageBytes,
+    maxBufferedMessageBytes,
     maxRecipients: readInteger(env, "MAX_RECIPIENTS", 100, 1, 100_000),
     maxConnections: readInteger(env, "MAX_CONNECTIONS", 1000, 1, 1_000_000),
     idleTimeoutMs: readInteger(env, "IDLE_TIMEOUT_SECONDS", 600, 1, 86_400) *

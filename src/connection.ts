@@ -3,10 +3,11 @@
  * transport, feeds them to the session, and writes its replies.
  */
 
+import type { ByteBudget } from "./byte_budget.ts";
 import { type ByteSource, LineReader } from "./line_reader.ts";
 import { describeError, log } from "./log.ts";
 import { REPLIES, type Reply } from "./replies.ts";
-import type { Session } from "./session.ts";
+import type { Session, Step } from "./session.ts";
 
 /**
  * A byte stream to and from the client. A chunk from `read()` is valid only
@@ -69,6 +70,8 @@ function isDisconnect(error: unknown): boolean {
 export interface ConnectionOptions {
   readonly idleTimeoutMs: number;
   readonly maxMessageBytes: number;
+  /** Message bytes all sessions together may hold in memory. */
+  readonly messageBudget?: ByteBudget;
 }
 
 /**
@@ -183,17 +186,9 @@ export class Connection {
       if (step.next === "data") {
         this.#queue(step.reply);
         await this.#flush();
-        this.#enterPhase("data");
-        // NOTE: each complete data line restarts the idle timer, so a client
-        // sending short lines just within the timeout keeps the session for
-        // as long as the message lasts.
-        const data = await this.#reader.readData({
-          maxBytes: this.#options.maxMessageBytes,
-          onLine: () => this.#lastProgress = Date.now(),
-        });
-        if (data === null || this.#isClosed()) return;
-        this.#enterPhase("busy");
-        step = await this.session.receiveData(data);
+        const received = await this.#receiveData();
+        if (received === null) return;
+        step = received;
       }
 
       this.#queue(step.reply);
@@ -215,6 +210,31 @@ export class Connection {
   /** Reports whether a timer or shutdown closed the connection meanwhile. */
   #isClosed(): boolean {
     return this.#phase === "closed";
+  }
+
+  /**
+   * Reads the mail data after a 354 and returns the session's reply to it,
+   * or null when the connection closed first. The message's bytes count
+   * against the shared budget until the reply is chosen.
+   */
+  async #receiveData(): Promise<Step | null> {
+    this.#enterPhase("data");
+    const reservation = this.#options.messageBudget?.open();
+    try {
+      // NOTE: each complete data line restarts the idle timer, so a client
+      // sending short lines just within the timeout keeps the session for
+      // as long as the message lasts.
+      const data = await this.#reader.readData({
+        maxBytes: this.#options.maxMessageBytes,
+        onLine: () => this.#lastProgress = Date.now(),
+        reservation,
+      });
+      if (data === null || this.#isClosed()) return null;
+      this.#enterPhase("busy");
+      return await this.session.receiveData(data);
+    } finally {
+      reservation?.release();
+    }
   }
 
   #enterPhase(phase: Phase): void {

@@ -13,6 +13,8 @@ export interface ByteSource {
   read(): Promise<Uint8Array | null>;
 }
 
+import type { Reservation } from "./byte_budget.ts";
+
 const CR = 0x0d;
 const LF = 0x0a;
 const DOT = 0x2e;
@@ -34,13 +36,19 @@ export type MailData =
   | { readonly kind: "data"; readonly bytes: Uint8Array }
   | { readonly kind: "tooBig" }
   | { readonly kind: "bareLineEnding" }
-  | { readonly kind: "lineTooLong" };
+  | { readonly kind: "lineTooLong" }
+  | { readonly kind: "insufficientStorage" };
 
 export interface ReadDataOptions {
   /** Largest message kept, in octets after dot-unstuffing. */
   readonly maxBytes: number;
   /** Called at the end of every data line, so a caller can see progress. */
   readonly onLine?: () => void;
+  /**
+   * Where the buffer's memory is counted; data that the budget cannot
+   * cover is read and dropped.
+   */
+  readonly reservation?: Reservation;
 }
 
 /** Reads CRLF-ended lines; only CRLF ends a line, and a lone CR or LF is flagged. */
@@ -127,7 +135,7 @@ export class LineReader {
    * the stream ends first.
    */
   async readData(options: ReadDataOptions): Promise<MailData | null> {
-    const output = new GrowableBuffer(options.maxBytes);
+    const output = new GrowableBuffer(options.maxBytes, options.reservation);
     let atLineStart = true;
     let lineIsDot = false;
     let pendingCr = false;
@@ -192,26 +200,35 @@ function finishData(
   lineTooLong: boolean,
 ): MailData {
   // One reply at the end of data, the first that applies: size, then a
-  // bare CR or LF, then an over-long line.
+  // bare CR or LF, then an over-long line, then the shared memory budget.
   if (output.overflowed) return { kind: "tooBig" };
   if (bareLineEnding) return { kind: "bareLineEnding" };
   if (lineTooLong) return { kind: "lineTooLong" };
+  if (output.outOfBudget) return { kind: "insufficientStorage" };
   return { kind: "data", bytes: output.bytes() };
 }
 
+/** The first allocation of a message buffer, in bytes. */
+const INITIAL_CAPACITY = 16 * 1024;
+
 /**
  * Collects message bytes up to a limit and counts, without keeping, any
- * beyond it.
+ * beyond it or beyond what the reservation can cover.
  */
 class GrowableBuffer {
-  #buffer = new Uint8Array(16 * 1024);
+  #buffer = new Uint8Array(0);
   #length = 0;
   #limit: number;
+  #reservation: Reservation | undefined;
   #heldCr = false;
+  /** More than the limit arrived. */
   overflowed = false;
+  /** The reservation could not grow, so the data is being dropped. */
+  outOfBudget = false;
 
-  constructor(limit: number) {
+  constructor(limit: number, reservation: Reservation | undefined) {
     this.#limit = limit;
+    this.#reservation = reservation;
   }
 
   /** Marks a CR that ended a chunk; it is written before the next bytes. */
@@ -234,15 +251,29 @@ class GrowableBuffer {
       this.overflowed = true;
       return;
     }
-    if (this.#length + count > this.#buffer.length) {
-      let size = this.#buffer.length * 2;
-      while (size < this.#length + count) size *= 2;
-      const grown = new Uint8Array(Math.min(size, this.#limit));
-      grown.set(this.#buffer.subarray(0, this.#length));
-      this.#buffer = grown;
+    const needed = this.#length + count;
+    if (needed > this.#buffer.length && !this.outOfBudget) this.#grow(needed);
+    if (!this.outOfBudget) {
+      this.#buffer.set(source.subarray(start, end), this.#length);
     }
-    this.#buffer.set(source.subarray(start, end), this.#length);
-    this.#length += count;
+    // The length still counts dropped bytes, so the size limit holds.
+    this.#length = needed;
+  }
+
+  #grow(needed: number): void {
+    let size = Math.max(this.#buffer.length * 2, INITIAL_CAPACITY);
+    while (size < needed) size *= 2;
+    size = Math.min(size, this.#limit);
+    if (this.#reservation?.grow(size - this.#buffer.length) === false) {
+      // The rest is dropped, so what was kept can go back to the budget.
+      this.outOfBudget = true;
+      this.#buffer = new Uint8Array(0);
+      this.#reservation.release();
+      return;
+    }
+    const grown = new Uint8Array(size);
+    grown.set(this.#buffer.subarray(0, this.#length));
+    this.#buffer = grown;
   }
 
   bytes(): Uint8Array {

@@ -98,6 +98,11 @@ export const REPLIES = {
   tlsAlreadyActive: reply(503, "5.5.1", "TLS already active"),
   parameterNotRecognized: reply(555, "5.5.4", "ESMTP parameter not recognized"),
   tooManyRecipients: reply(452, "4.5.3", "Too many recipients"),
+  insufficientStorage: reply(
+    452,
+    "4.3.1",
+    "Insufficient system storage; message not stored, try again later",
+  ),
   messageTooBig: reply(552, "5.3.4", "Message exceeds the size limit"),
   dataBareLineEnding: reply(
     550,

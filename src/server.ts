@@ -3,6 +3,7 @@
  * limit, and the graceful shutdown.
  */
 
+import { ByteBudget } from "./byte_budget.ts";
 import type { Config } from "./config.ts";
 import { Connection, TcpTransport } from "./connection.ts";
 import { describeError, log } from "./log.ts";
@@ -20,10 +21,12 @@ export class SmtpServer {
   #connections = new Map<Connection, Promise<void>>();
   #accepting: Promise<void> | null = null;
   #stopping = false;
+  #messageBudget: ByteBudget;
 
   constructor(config: Config, store: Store) {
     this.config = config;
     this.store = store;
+    this.#messageBudget = new ByteBudget(config.maxBufferedMessageBytes);
   }
 
   /** Opens the listening socket; the port is chosen by the OS when 0. */
@@ -34,6 +37,11 @@ export class SmtpServer {
     });
     this.#accepting = this.#acceptLoop(this.#listener);
     return this.#listener.addr as Deno.NetAddr;
+  }
+
+  /** Message bytes that sessions hold in memory now. */
+  get bufferedMessageBytes(): number {
+    return this.#messageBudget.used;
   }
 
   /** The number of open sessions. */
@@ -83,6 +91,7 @@ export class SmtpServer {
     const connection = new Connection(new TcpTransport(conn), session, {
       idleTimeoutMs: this.config.idleTimeoutMs,
       maxMessageBytes: this.config.maxMessageBytes,
+      messageBudget: this.#messageBudget,
     });
     log("info", "session_start", {
       session: session.id,

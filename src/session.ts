@@ -159,13 +159,17 @@ export class Session {
     this.enterState(this.heloName === null ? "start" : "ready");
   }
 
-  #rejectData(kind: "tooBig" | "bareLineEnding" | "lineTooLong"): Step {
+  #rejectData(kind: Exclude<MailData["kind"], "data">): Step {
     // The envelope stays, so the client may send DATA again.
     this.enterState("rcpt");
     const rejections = {
       tooBig: [REPLIES.messageTooBig, "message_too_big"],
       bareLineEnding: [REPLIES.dataBareLineEnding, "bare_line_ending"],
       lineTooLong: [REPLIES.dataLineTooLong, "line_too_long"],
+      insufficientStorage: [
+        REPLIES.insufficientStorage,
+        "insufficient_storage",
+      ],
     } as const;
     const [rejection, reason] = rejections[kind];
     log("warn", "data_rejected", { session: this.id, reason });

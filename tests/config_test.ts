@@ -8,6 +8,7 @@ Deno.test("loadConfig defaults", () => {
   assert.equal(config.hostname, "mx.example");
   assert.equal(config.mysqlUrl, DEFAULT_MYSQL_URL);
   assert.equal(config.maxMessageBytes, 10 * 1024 * 1024);
+  assert.equal(config.maxBufferedMessageBytes, 256 * 1024 * 1024);
   assert.equal(config.maxRecipients, 100);
   assert.equal(config.maxConnections, 1000);
   assert.equal(config.idleTimeoutMs, 600_000);
@@ -54,6 +55,10 @@ const INVALID_CASES: [Record<string, string>, string][] = [
   [{ MYSQL_URL: "mysql://root@127.0.0.1/bad-name" }, "database name"],
   [{ MYSQL_URL: "mysql://root@127.0.0.1/db?ssl=true" }, "query parameters"],
   [{ TLS_CERT_FILE: "cert.pem" }, "TLS_KEY_FILE is missing"],
+  [
+    { MAX_MESSAGE_BYTES: "2000", MAX_BUFFERED_MESSAGE_BYTES: "1999" },
+    'MAX_BUFFERED_MESSAGE_BYTES="1999" is invalid',
+  ],
 ];
 
 Deno.test("loadConfig rejects invalid values", async (t) => {

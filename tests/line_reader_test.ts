@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { ByteBudget } from "../src/byte_budget.ts";
 import {
   type ByteSource,
   LineReader,
@@ -199,4 +200,37 @@ Deno.test("readCommandLine goes on at the next CRLF after a long line", async ()
     next?.kind === "line" && String.fromCharCode(...next.bytes),
     "NOOP",
   );
+});
+
+Deno.test("readData drops data beyond the shared budget", async () => {
+  const budget = new ByteBudget(40 * 1024);
+  const holder = budget.open();
+  assert.equal(holder.grow(30 * 1024), true);
+
+  const line = "m".repeat(98) + "\r\n";
+  const message = latin1(line.repeat(200) + ".\r\n");
+  const reservation = budget.open();
+  const reader = new LineReader(chunkSource(splitEvery(message, 4096)));
+  const data = await reader.readData({ maxBytes: 1_000_000, reservation });
+  assert.equal(data?.kind, "insufficientStorage");
+  assert.equal(budget.used, 30 * 1024, "dropped data gives its bytes back");
+
+  holder.release();
+  const retry = new LineReader(chunkSource(splitEvery(message, 4096)));
+  const stored = await retry.readData({ maxBytes: 1_000_000, reservation });
+  assert.equal(stored?.kind, "data");
+  assert.ok(budget.used >= 20_000, "the kept message is counted");
+  reservation.release();
+  assert.equal(budget.used, 0);
+});
+
+Deno.test("readData reports size before the budget", async () => {
+  const budget = new ByteBudget(16 * 1024);
+  const message = latin1(("q".repeat(998) + "\r\n").repeat(40) + ".\r\n");
+  const reader = new LineReader(chunkSource([message]));
+  const data = await reader.readData({
+    maxBytes: 20_000,
+    reservation: budget.open(),
+  });
+  assert.equal(data?.kind, "tooBig");
 });

@@ -588,3 +588,51 @@ Deno.test("session_end names why each session ended", async () => {
   assert.equal(sizeLimit.length, 1);
   assert.match(sizeLimit[0]!, / declared=999999999 /);
 });
+
+Deno.test("message over the shared budget gets 452, retry stores", async () => {
+  const limit = 64 * 1024;
+  await withServer(
+    { maxMessageBytes: limit, maxBufferedMessageBytes: limit },
+    async (server) => {
+      const first = await RawClient.greeted(server.port);
+      const second = await RawClient.greeted(server.port);
+      try {
+        const line = "b".repeat(998) + "\r\n";
+        await openTransaction(first, "first@example.net");
+        await first.send("Subject: first\r\n\r\n" + line.repeat(40));
+        while (server.server.bufferedMessageBytes === 0) {
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+
+        await openTransaction(second, "second@example.net");
+        await second.send(
+          "Subject: second\r\n\r\n" + line.repeat(40) + ".\r\n",
+        );
+        const refused = await second.readReply();
+        assert.equal(refused.code, 452);
+        assert.equal(refused.enhancedStatusCode, "4.3.1");
+
+        await first.send(".\r\n");
+        assert.equal((await first.readReply()).code, 250);
+        assert.equal(server.server.bufferedMessageBytes, 0);
+
+        assert.equal((await second.command("DATA")).code, 354);
+        await second.send(
+          "Subject: second\r\n\r\n" + line.repeat(40) + ".\r\n",
+        );
+        assert.equal((await second.readReply()).code, 250);
+        const rows = await server.database.query(
+          "SELECT r.address FROM messages m " +
+            "JOIN message_recipients r ON r.message_id = m.id ORDER BY m.id",
+        ) as { address: string }[];
+        assert.deepEqual(rows.map((row) => row.address), [
+          "first@example.net",
+          "second@example.net",
+        ]);
+      } finally {
+        first.close();
+        second.close();
+      }
+    },
+  );
+});

@@ -10,43 +10,17 @@
 
 import assert from "node:assert/strict";
 import { latin1, RawClient } from "./helpers/smtp_client.ts";
-import { startTestServer, type TestServer } from "./helpers/server.ts";
-import type { Config } from "../src/config.ts";
+import {
+  countMessages,
+  openTransaction,
+  type TestServer,
+  withServer,
+} from "./helpers/server.ts";
 
 const MIB = 1024 * 1024;
 
-/** Runs a test against a fresh server and database, closing both after. */
-async function withServer(
-  overrides: Partial<Config>,
-  test: (server: TestServer) => Promise<void>,
-): Promise<void> {
-  const server = await startTestServer(overrides);
-  try {
-    await test(server);
-  } finally {
-    await server.close();
-  }
-}
-
 function delay(milliseconds: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, milliseconds));
-}
-
-async function openTransaction(
-  client: RawClient,
-  recipient = "r@example.net",
-): Promise<void> {
-  assert.equal((await client.command("EHLO client.example")).code, 250);
-  assert.equal((await client.command("MAIL FROM:<s@example.com>")).code, 250);
-  assert.equal((await client.command(`RCPT TO:<${recipient}>`)).code, 250);
-  assert.equal((await client.command("DATA")).code, 354);
-}
-
-async function countMessages(server: TestServer): Promise<number> {
-  const rows = await server.database.query(
-    "SELECT COUNT(*) AS count FROM messages",
-  );
-  return Number((rows as { count: number }[])[0]!.count);
 }
 
 /** Decodes bytes one character per byte (ISO-8859-1, not windows-1252). */

@@ -10,26 +10,12 @@ import { Buffer } from "node:buffer";
 import { format } from "node:util";
 import nodemailer from "nodemailer";
 import PostalMime from "postal-mime";
-import type { Config } from "../src/config.ts";
-import { startTestServer, type TestServer } from "./helpers/server.ts";
+import { type TestServer, withServer } from "./helpers/server.ts";
 
 const CLIENT_HELO = "client.example";
 
 // ---------------------------------------------------------------------------
 // Server and stored rows
-
-/** Runs a test against a fresh server and database, closing both after. */
-async function withServer(
-  overrides: Partial<Config>,
-  test: (server: TestServer) => Promise<void>,
-): Promise<void> {
-  const server = await startTestServer(overrides);
-  try {
-    await test(server);
-  } finally {
-    await server.close();
-  }
-}
 
 /** A `messages` row with its recipients, as the tests compare it. */
 interface StoredMessage {

@@ -8,7 +8,6 @@
 
 import assert from "node:assert/strict";
 import type { Config } from "../src/config.ts";
-import { setLogSink } from "../src/log.ts";
 import {
   type GroupMember,
   type MysqlStore,
@@ -19,11 +18,16 @@ import {
   type User,
 } from "../src/store.ts";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.ts";
-import { startTestServer, type TestServer } from "./helpers/server.ts";
+import {
+  startTestServer,
+  type TestServer,
+  withServer,
+} from "./helpers/server.ts";
 import { startServerProcess } from "./helpers/server_process.ts";
 import { type ParsedReply, RawClient } from "./helpers/smtp_client.ts";
 import { StatementProxy } from "./helpers/statement_proxy.ts";
 import { TcpProxy } from "./helpers/tcp_proxy.ts";
+import { captureLog } from "./helpers/log_capture.ts";
 
 const RECIPIENTS = [
   "one@example.net",
@@ -112,31 +116,6 @@ async function withStoreBehind<P extends Proxy>(
 /** Returns a stand-in for a proxy, so the store connects to MySQL directly. */
 function noProxy(mysqlPort: number): Proxy {
   return { port: mysqlPort, close: () => Promise.resolve() };
-}
-
-async function withServer(
-  overrides: Partial<Config>,
-  test: (server: TestServer) => Promise<void>,
-): Promise<void> {
-  const server = await startTestServer(overrides);
-  try {
-    await test(server);
-  } finally {
-    await server.close();
-  }
-}
-
-/** Collects log lines while the test runs. */
-async function captureLog(
-  test: (lines: string[]) => Promise<void>,
-): Promise<void> {
-  const lines: string[] = [];
-  const previous = setLogSink((line) => lines.push(line));
-  try {
-    await test(lines);
-  } finally {
-    setLogSink(previous);
-  }
 }
 
 function eventLines(lines: readonly string[], event: string): string[] {

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { setLogSink } from "../src/log.ts";
 import {
   type MysqlStore,
   type NewMessage,
@@ -10,6 +9,7 @@ import {
 } from "../src/store.ts";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.ts";
 import { TcpProxy } from "./helpers/tcp_proxy.ts";
+import { captureLog } from "./helpers/log_capture.ts";
 
 const TABLES = [
   "group_members",
@@ -66,19 +66,6 @@ function proxiedUrl(db: TestDatabase, proxy: TcpProxy): string {
 function startProxy(db: TestDatabase): TcpProxy {
   const port = new URL(db.url).port;
   return TcpProxy.start(port === "" ? 3306 : Number(port));
-}
-
-/** Collects log lines while test runs, and restores the sink after. */
-async function captureLog(
-  test: (lines: string[]) => Promise<void>,
-): Promise<void> {
-  const lines: string[] = [];
-  const previous = setLogSink((line) => lines.push(line));
-  try {
-    await test(lines);
-  } finally {
-    setLogSink(previous);
-  }
 }
 
 function countEvents(lines: string[], event: string): number {

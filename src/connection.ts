@@ -203,7 +203,7 @@ export class Connection {
       }
       // RFC 2920: replies to a pipelined group may wait until the group has
       // been read, so they leave in one write.
-      if (!this.#reader.hasBufferedBytes) await this.#flush();
+      if (!this.#reader.hasBufferedLine) await this.#flush();
     }
   }
 

@@ -62,9 +62,19 @@ export class LineReader {
     this.#source = source;
   }
 
-  /** Reports whether bytes already received are waiting to be read. */
-  get hasBufferedBytes(): boolean {
-    return this.#position < this.#chunk.length;
+  /**
+   * Reports whether a whole line, ended by CRLF, is waiting to be read. A
+   * part of a line does not count: the client may wait for replies before
+   * it sends the rest.
+   */
+  get hasBufferedLine(): boolean {
+    const chunk = this.#chunk;
+    let index = chunk.indexOf(LF, this.#position + 1);
+    while (index >= 0) {
+      if (chunk[index - 1] === CR) return true;
+      index = chunk.indexOf(LF, index + 1);
+    }
+    return false;
   }
 
   /** Drops buffered bytes, as after STARTTLS, and reads from a new source. */

@@ -56,6 +56,12 @@ export class SmtpServer {
         conn = await listener.accept();
       } catch (error) {
         if (this.#stopping || error instanceof Deno.errors.BadResource) return;
+        // A client that reset its connection before it was accepted is not
+        // an error of the server, and must not slow down the next accept.
+        if (isClientReset(error)) {
+          log("debug", "accept_reset", { error: describeError(error) });
+          continue;
+        }
         // For example out of file descriptors: wait a little rather than spin.
         log("error", "accept_failed", { error: describeError(error) });
         await new Promise((resolve) => setTimeout(resolve, 100));
@@ -147,6 +153,12 @@ export class SmtpServer {
       await Promise.all(closed);
     }
   }
+}
+
+function isClientReset(error: unknown): boolean {
+  return error instanceof Deno.errors.NotConnected ||
+    error instanceof Deno.errors.ConnectionAborted ||
+    error instanceof Deno.errors.ConnectionReset;
 }
 
 /** Sends 421 to a client over the connection limit and closes. */

@@ -135,7 +135,7 @@ Deno.test("readData reports size before bare LF before long line", async () => {
 Deno.test("readData leaves pipelined commands after the end", async () => {
   const reader = new LineReader(chunkSource([latin1("hi\r\n.\r\nNOOP\r\n")]));
   assert.equal(text(await reader.readData({ maxBytes: 100 })), "hi\r\n");
-  assert.equal(reader.hasBufferedBytes, true);
+  assert.equal(reader.hasBufferedLine, true);
   const line = await reader.readCommandLine();
   assert.equal(line?.kind, "line");
   assert.equal(
@@ -233,4 +233,22 @@ Deno.test("readData reports size before the budget", async () => {
     reservation: budget.open(),
   });
   assert.equal(data?.kind, "tooBig");
+});
+
+Deno.test("hasBufferedLine counts only CRLF-ended lines", async (t) => {
+  const cases: [string, boolean][] = [
+    ["NOOP\r\nNO", false],
+    ["NOOP\r\n\n", false],
+    ["NOOP\r\nX\rY\n", false],
+    ["NOOP\r\nNOOP\r\n", true],
+    ["NOOP\r\n\r\n", true],
+    ["NOOP\r\nA\nB\r\n", true],
+  ];
+  for (const [input, expected] of cases) {
+    await t.step(JSON.stringify(input), async () => {
+      const reader = new LineReader(chunkSource([latin1(input)]));
+      await reader.readCommandLine();
+      assert.equal(reader.hasBufferedLine, expected);
+    });
+  }
 });

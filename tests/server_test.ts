@@ -5,6 +5,7 @@
  */
 
 import assert from "node:assert/strict";
+import { captureLog } from "./helpers/log_capture.ts";
 import { RawClient } from "./helpers/smtp_client.ts";
 import {
   countMessages,
@@ -609,4 +610,52 @@ Deno.test("message over the shared budget gets 452, retry stores", async () => {
       }
     },
   );
+});
+
+Deno.test("part of a next line does not hold back replies", async () => {
+  await withServer({}, async (server) => {
+    const client = await RawClient.greeted(server.port);
+    try {
+      await client.send("NOOP\r\nNO");
+      assert.equal((await client.readReply(2000)).code, 250);
+      await client.send("OP\r\n");
+      assert.equal((await client.readReply(2000)).code, 250);
+
+      await openTransaction(client);
+      await client.send("Subject: stray\r\n\r\nx\r\n.\r\n\n");
+      const stored = await client.readReply(2000);
+      assert.equal(stored.code, 250);
+      assert.equal(await countMessages(server), 1);
+    } finally {
+      client.close();
+    }
+  });
+});
+
+Deno.test("connections reset before accept are no errors", async () => {
+  await captureLog(async (lines) => {
+    await withServer({}, async (server) => {
+      // Deno cannot set SO_LINGER, which makes close() send a reset.
+      const script = "import socket, struct, sys\n" +
+        "for _ in range(300):\n" +
+        "    s = socket.socket()\n" +
+        "    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,\n" +
+        "                 struct.pack('ii', 1, 0))\n" +
+        "    s.connect(('127.0.0.1', int(sys.argv[1])))\n" +
+        "    s.close()\n";
+      const resets = await new Deno.Command("python3", {
+        args: ["-c", script, String(server.port)],
+      }).output();
+      assert.equal(resets.code, 0, new TextDecoder().decode(resets.stderr));
+
+      const client = await RawClient.greeted(server.port);
+      try {
+        assert.equal((await client.command("NOOP")).code, 250);
+      } finally {
+        client.close();
+      }
+    });
+    const failures = lines.filter((line) => line.includes("accept_failed"));
+    assert.deepEqual(failures, []);
+  });
 });

@@ -160,17 +160,24 @@ const INSERT_RECIPIENTS = `INSERT INTO message_recipients
 const ON_DUPLICATE_RECIPIENT =
   " ON DUPLICATE KEY UPDATE message_id = message_id";
 
-// ESCAPE names ! rather than a backslash, because how a backslash is
-// written in an SQL literal depends on the NO_BACKSLASH_ESCAPES mode.
+// VRFY and EXPN compare without regard to case and nothing else: the
+// columns' utf8mb4_unicode_ci collation would also ignore accents (José
+// matches Jose) and control characters, so both sides are lower-cased and
+// compared as binary. ESCAPE names ! rather than a backslash, because how
+// a backslash is written in an SQL literal depends on NO_BACKSLASH_ESCAPES.
+const CASELESS = "COLLATE utf8mb4_bin";
 const FIND_USERS = `SELECT address, name FROM users
-  WHERE address = ? OR address LIKE ? ESCAPE '!' OR name = ?
+  WHERE LOWER(address) ${CASELESS} = LOWER(?) ${CASELESS}
+    OR LOWER(address) ${CASELESS} LIKE LOWER(?) ${CASELESS} ESCAPE '!'
+    OR LOWER(name) ${CASELESS} = LOWER(?) ${CASELESS}
   ORDER BY address LIMIT 2`;
 
 const EXPAND_GROUP = `SELECT m.address AS address, u.name AS name
   FROM mail_groups g
   JOIN group_members m ON m.group_id = g.id
-  LEFT JOIN users u ON u.address = m.address
-  WHERE g.name = ?
+  LEFT JOIN users u
+    ON LOWER(u.address) ${CASELESS} = LOWER(m.address) ${CASELESS}
+  WHERE LOWER(g.name) ${CASELESS} = LOWER(?) ${CASELESS}
   ORDER BY m.address`;
 
 /**

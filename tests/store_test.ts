@@ -383,6 +383,8 @@ Deno.test("findUsers matches VRFY arguments", async (t) => {
       ["carol@one.example", "Carol One"],
       ["carol@two.example", "Carol Two"],
       ["carol@three.example", "Carol Three"],
+      ["jose@example.com", "José Núñez"],
+      ["empty@example.com", ""],
     ];
     for (const [address, name] of users) {
       await db.query("INSERT INTO users (address, name) VALUES (?, ?)", [
@@ -421,6 +423,12 @@ Deno.test("findUsers matches VRFY arguments", async (t) => {
       ["", []],
       ['""', []],
       ["<>", []],
+      ["JOSÉ NÚÑEZ", ["jose@example.com"]],
+      ["Jose Nunez", []],
+      ["\x01", []],
+      ["\x7f", []],
+      ["\x01alice@example.com", []],
+      ["ali\x01ce", []],
     ];
     for (const [query, expected] of cases) {
       await t.step(JSON.stringify(query), async () => {
@@ -480,6 +488,8 @@ Deno.test("expandGroup lists members with user names", async (t) => {
       assert.deepEqual(await db.store.expandGroup("nobody"), []);
       assert.deepEqual(await db.store.expandGroup("%"), []);
       assert.deepEqual(await db.store.expandGroup(""), []);
+      assert.deepEqual(await db.store.expandGroup("st\x01aff"), []);
+      assert.deepEqual(await db.store.expandGroup("Stäff"), []);
     });
   });
 });

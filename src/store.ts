@@ -803,6 +803,9 @@ function prepareRow(message: NewMessage, maxRawBytes: number): MessageRow {
  * it, for example Latin-1 text that doubles in size.
  */
 function truncateField(field: string, text: string, maxBytes: number): string {
+  // NOTE: MySQL takes no value, and builds no CONCAT result, larger than
+  // max_allowed_packet, so a body or subject whose UTF-8 is larger (text in
+  // a one-byte charset can grow up to threefold) is cut; raw stays whole.
   const bytes = byteLength(text);
   if (bytes <= maxBytes) return text;
   const encoded = Buffer.from(text, "utf8");

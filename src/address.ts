@@ -14,7 +14,13 @@ export interface EsmtpParameter {
 
 /** The path of a MAIL or RCPT command and the ESMTP parameters after it. */
 export interface PathArgument {
-  /** `local-part@domain`, "" for the null reverse-path, "postmaster" alone. */
+  /**
+   * `local-part@domain` with the local part in canonical form, so spellings
+   * that differ only in quoting come out equal: unquoted when its content
+   * is a dot-string (`"a.b"@x.example` becomes `a.b@x.example`), else
+   * quoted with a backslash only before `"` and `\`. "" for the null
+   * reverse-path, and `postmaster` alone as sent.
+   */
   readonly address: string;
   readonly parameters: readonly EsmtpParameter[];
 }
@@ -112,8 +118,8 @@ function findPathEnd(text: string, start: number): number {
 }
 
 /**
- * Returns the address in a path with or without its angle brackets, or
- * null when the path is invalid.
+ * Returns the address in a path with or without its angle brackets, in
+ * canonical form, or null when the path is invalid.
  */
 function parsePath(path: string, kind: PathKind): string | null {
   const bracketed = path.startsWith("<") && path.endsWith(">") &&
@@ -131,8 +137,7 @@ function parsePath(path: string, kind: PathKind): string | null {
   }
 
   const mailbox = skipSourceRoute(inner);
-  if (mailbox === null) return null;
-  return isMailbox(mailbox) ? mailbox : null;
+  return mailbox === null ? null : parseMailbox(mailbox);
 }
 
 /**
@@ -153,20 +158,38 @@ function skipSourceRoute(text: string): string | null {
   return text.slice(colon + 1);
 }
 
-function isMailbox(text: string): boolean {
+/**
+ * Returns the mailbox with its local part in canonical form, or null when
+ * the mailbox is invalid.
+ */
+function parseMailbox(text: string): string | null {
   // A domain never contains "@", but a quoted local part may.
   const at = text.lastIndexOf("@");
-  if (at < 0) return false;
-  const localPart = text.slice(0, at);
+  if (at < 0) return null;
   const domain = text.slice(at + 1);
-  return isLocalPart(localPart) &&
-    (isDomain(domain) || isAddressLiteral(domain));
+  if (!isDomain(domain) && !isAddressLiteral(domain)) return null;
+
+  const localPart = canonicalizeLocalPart(text.slice(0, at));
+  return localPart === null ? null : `${localPart}@${domain}`;
 }
 
-/** Checks an RFC 5321 Local-part: a Dot-string or a Quoted-string. */
-function isLocalPart(text: string): boolean {
-  if (text.length === 0 || text.length > MAX_LOCAL_PART_OCTETS) return false;
-  return text.startsWith('"') ? isQuotedString(text) : isDotString(text);
+/**
+ * Rewrites an RFC 5321 Local-part (Dot-string or Quoted-string) in its
+ * canonical form, or returns null when it is invalid. RFC 5321 4.1.2 treats
+ * all quoted forms as equivalent and recommends the minimum quoting. So the
+ * quotes are removed when the content is a dot-string (`"a.b"` becomes
+ * `a.b`), and otherwise only `"` and `\` keep a backslash (`"a\ b"` becomes
+ * `"a b"`).
+ */
+function canonicalizeLocalPart(text: string): string | null {
+  // RFC 5321 4.5.3.1.1: at most 64 octets, counted here as sent, with its
+  // quotes and backslashes.
+  if (text.length === 0 || text.length > MAX_LOCAL_PART_OCTETS) return null;
+  if (!text.startsWith('"')) return isDotString(text) ? text : null;
+
+  const content = unquoteString(text);
+  if (content === null) return null;
+  return isDotString(content) ? content : quoteString(content);
 }
 
 function isDotString(text: string): boolean {
@@ -179,23 +202,39 @@ function isDotString(text: string): boolean {
   return true;
 }
 
-/** Checks an RFC 5321 Quoted-string: qtextSMTP and quoted-pairSMTP. */
-function isQuotedString(text: string): boolean {
+/**
+ * Unquotes an RFC 5321 Quoted-string of qtextSMTP and quoted-pairSMTP,
+ * replacing each quoted pair (`\x`) by its character. Returns null when the
+ * Quoted-string is invalid.
+ */
+function unquoteString(text: string): string | null {
   const last = text.length - 1;
-  if (last < 1 || text[0] !== '"' || text[last] !== '"') return false;
+  if (last < 1 || text[0] !== '"' || text[last] !== '"') return null;
+  let content = "";
   for (let i = 1; i < last; i++) {
     let code = text.charCodeAt(i);
     if (code === BACKSLASH) {
       i++;
       // The closing quote cannot be the escaped character.
-      if (i >= last) return false;
+      if (i >= last) return null;
       code = text.charCodeAt(i);
     } else if (code === DOUBLE_QUOTE) {
-      return false;
+      return null;
     }
-    if (!isPrintable(code)) return false;
+    if (!isPrintable(code)) return null;
+    content += text[i];
   }
-  return true;
+  return content;
+}
+
+/** Writes content as a Quoted-string, escaping only `"` and `\`. */
+function quoteString(content: string): string {
+  let quoted = '"';
+  for (const char of content) {
+    if (char === '"' || char === "\\") quoted += "\\";
+    quoted += char;
+  }
+  return quoted + '"';
 }
 
 /**

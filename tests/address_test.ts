@@ -176,12 +176,79 @@ const SHARED_PATH_CASES: readonly PathCase[] = [
   {
     name: "quoted local part of 64 octets",
     argument: `<"${"q".repeat(62)}"@b.example>`,
-    expected: { address: `"${"q".repeat(62)}"@b.example` },
+    expected: { address: `${"q".repeat(62)}@b.example` },
   },
   {
     name: "quoted local part of 65 octets",
     argument: `<"${"q".repeat(63)}"@b.example>`,
     expected: "path",
+  },
+  {
+    name: "quoted local part of 64 octets kept quoted",
+    argument: `<"${"q ".repeat(31)}"@b.example>`,
+    expected: { address: `"${"q ".repeat(31)}"@b.example` },
+  },
+  {
+    name: "escaped local part of 64 octets",
+    argument: `<"${"\\q".repeat(31)}"@b.example>`,
+    expected: { address: `${"q".repeat(31)}@b.example` },
+  },
+  {
+    name: "escaped local part of 65 octets",
+    argument: `<"${"\\q".repeat(31)}q"@b.example>`,
+    expected: "path",
+  },
+  { argument: '<"dup"@b.example>', expected: { address: "dup@b.example" } },
+  { argument: '<"Dup"@b.example>', expected: { address: "Dup@b.example" } },
+  { argument: '<"a.b"@x.example>', expected: { address: "a.b@x.example" } },
+  {
+    argument: '<"\\d\\u\\p"@b.example>',
+    expected: { address: "dup@b.example" },
+  },
+  {
+    argument: '<"a\\.b"@x.example>',
+    expected: { address: "a.b@x.example" },
+  },
+  {
+    argument: '<"!#$%&\'*+-/=?^_`{|}~"@b.example>',
+    expected: { address: "!#$%&'*+-/=?^_`{|}~@b.example" },
+  },
+  { argument: '<"dup"@[192.0.2.1]>', expected: { address: "dup@[192.0.2.1]" } },
+  {
+    argument: '"dup"@b.example SIZE=1',
+    expected: { address: "dup@b.example", parameters: [size("1")] },
+  },
+  {
+    argument: '<"a b"@x.example>',
+    expected: { address: '"a b"@x.example' },
+  },
+  {
+    argument: '<"a\\ b"@x.example>',
+    expected: { address: '"a b"@x.example' },
+  },
+  { argument: '<".a"@b.example>', expected: { address: '".a"@b.example' } },
+  { argument: '<"a."@b.example>', expected: { address: '"a."@b.example' } },
+  {
+    argument: '<"a..b"@b.example>',
+    expected: { address: '"a..b"@b.example' },
+  },
+  { argument: '<"."@b.example>', expected: { address: '"."@b.example' } },
+  { argument: '<"a@c"@b.example>', expected: { address: '"a@c"@b.example' } },
+  {
+    argument: '<"\\a\\@c"@b.example>',
+    expected: { address: '"a@c"@b.example' },
+  },
+  {
+    argument: '<"\\""@b.example>',
+    expected: { address: '"\\""@b.example' },
+  },
+  {
+    argument: '<"\\\\"@b.example>',
+    expected: { address: '"\\\\"@b.example' },
+  },
+  {
+    argument: '<"\\a\\\\\\"b"@b.example>',
+    expected: { address: '"a\\\\\\"b"@b.example' },
   },
   {
     argument: '<"john smith"@b.example>',
@@ -210,6 +277,7 @@ const SHARED_PATH_CASES: readonly PathCase[] = [
   { argument: '"a\\"@b.example', expected: "path" },
   { argument: '<"a"b"@b.example>', expected: "path" },
   { argument: '<"a\tb"@b.example>', expected: "path" },
+  { argument: '<"a\\\tb"@b.example>', expected: "path" },
   { argument: '<"unclosed@b.example>', expected: "path" },
   { argument: "<a@[192.0.2.1]>", expected: { address: "a@[192.0.2.1]" } },
   {
@@ -268,6 +336,10 @@ const SHARED_PATH_CASES: readonly PathCase[] = [
   {
     argument: '<@a.example:"x:y"@c.example>',
     expected: { address: '"x:y"@c.example' },
+  },
+  {
+    argument: '<@a.example:"dup"@c.example>',
+    expected: { address: "dup@c.example" },
   },
   { argument: "<@a.example,b.example:user@c.example>", expected: "path" },
   { argument: "<@a.example,@:user@c.example>", expected: "path" },
@@ -432,6 +504,10 @@ const RCPT_CASES: readonly PathCase[] = [
   { argument: "TO:<postmistress>", expected: "path" },
   { argument: "TO:<@a.example:postmaster>", expected: "path" },
   { argument: 'TO:<"postmaster">', expected: "path" },
+  {
+    argument: 'TO:<"postmaster"@b.example>',
+    expected: { address: "postmaster@b.example" },
+  },
   { argument: "TO:", expected: "path" },
   { argument: "FROM:<a@b.example>", expected: "path" },
   { argument: "TO <a@b.example>", expected: "path" },
@@ -442,6 +518,27 @@ Deno.test("parseRcptArgument parses forward-path and parameters", async (t) => {
   for (const row of RCPT_CASES) {
     await t.step(row.name ?? JSON.stringify(row.argument), () => {
       checkPathCase(parseRcptArgument(row.argument), row.expected);
+    });
+  }
+});
+
+/** Spellings of one mailbox that differ only in quoting. */
+const EQUAL_SPELLINGS: readonly (readonly [string, string])[] = [
+  ['TO:<"dup"@b.example>', "TO:<dup@b.example>"],
+  ['TO:<"\\d\\u\\p"@b.example>', "TO:<dup@b.example>"],
+  ['TO:<"a.b"@x.example>', "TO:<a.b@x.example>"],
+  ['TO:<"a\\ b"@x.example>', 'TO:<"a b"@x.example>'],
+  ['TO:<"\\a\\"b"@x.example>', 'TO:<"a\\"b"@x.example>'],
+];
+
+Deno.test("parseRcptArgument ignores quoting differences", async (t) => {
+  for (const [first, second] of EQUAL_SPELLINGS) {
+    await t.step(`${first} ${second}`, () => {
+      const firstResult = parseRcptArgument(first);
+      const secondResult = parseRcptArgument(second);
+      assert.ok(firstResult.ok, first);
+      assert.ok(secondResult.ok, second);
+      assert.equal(firstResult.value.address, secondResult.value.address);
     });
   }
 });

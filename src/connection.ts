@@ -91,6 +91,7 @@ export type EndReason =
   | "shutdown"
   | "shutdown_forced"
   | "store_unavailable"
+  | "insufficient_storage"
   | "internal_error";
 
 /** Runs one session over a transport until either side closes. */
@@ -219,14 +220,12 @@ export class Connection {
    */
   async #receiveData(): Promise<Step | null> {
     this.#enterPhase("data");
+    // NOTE: the budget has no share per client address, so a few slow
+    // senders of large messages can hold it for an idle timeout each.
     const reservation = this.#options.messageBudget?.open();
     try {
-      // NOTE: each complete data line restarts the idle timer, so a client
-      // sending short lines just within the timeout keeps the session for
-      // as long as the message lasts.
       const data = await this.#reader.readData({
         maxBytes: this.#options.maxMessageBytes,
-        onLine: () => this.#lastProgress = Date.now(),
         reservation,
       });
       if (data === null || this.#isClosed()) return null;
@@ -264,8 +263,9 @@ export class Connection {
 
   /**
    * One timer per connection. It closes a session that has waited for a
-   * command, or for the next line of mail data, longer than the idle
-   * timeout. Bytes that trickle in without ending a line do not reset it.
+   * command, or spent on the mail data of one message, longer than the idle
+   * timeout. Bytes that trickle in do not reset it, so a slow client cannot
+   * hold a session, or the memory of its message, for longer.
    */
   #armTimer(delay: number): void {
     this.#timer = setTimeout(() => this.#checkIdle(), delay);
@@ -287,7 +287,8 @@ export class Connection {
     this.#endWith("idle_timeout");
     // A client that does not read its replies cannot be sent a 421 either.
     if (this.#phase === "write") return this.#close();
-    this.#closeWith(REPLIES.idleTimeout);
+    const data = this.#phase === "data";
+    this.#closeWith(data ? REPLIES.dataTimeout : REPLIES.idleTimeout);
   }
 
   /** Writes a last reply while the loop waits on a read, then closes. */
@@ -313,6 +314,7 @@ export class Connection {
 /** The end reason of a reply after which the session closes. */
 function closeReason(reply: Reply): EndReason {
   if (reply === REPLIES.storeUnavailable) return "store_unavailable";
+  if (reply === REPLIES.insufficientStorage) return "insufficient_storage";
   if (reply === REPLIES.internalError) return "internal_error";
   return "quit";
 }

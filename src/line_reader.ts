@@ -42,8 +42,6 @@ export type MailData =
 export interface ReadDataOptions {
   /** Largest message kept, in octets after dot-unstuffing. */
   readonly maxBytes: number;
-  /** Called at the end of every data line, so a caller can see progress. */
-  readonly onLine?: () => void;
   /**
    * Where the buffer's memory is counted; data that the budget cannot
    * cover is read and dropped.
@@ -171,7 +169,6 @@ export class LineReader {
             runStart = index + 1;
             atLineStart = true;
             lineOctets = 0;
-            options.onLine?.();
             continue;
           }
           // A CR not followed by LF: the line can no longer be the end.

@@ -99,7 +99,7 @@ export const REPLIES = {
   parameterNotRecognized: reply(555, "5.5.4", "ESMTP parameter not recognized"),
   tooManyRecipients: reply(452, "4.5.3", "Too many recipients"),
   insufficientStorage: reply(
-    452,
+    421,
     "4.3.1",
     "Insufficient system storage; message not stored, try again later",
   ),
@@ -119,6 +119,7 @@ export const REPLIES = {
     "Too many connections, try again later",
   ),
   idleTimeout: reply(421, "4.4.2", "Idle timeout, closing connection"),
+  dataTimeout: reply(421, "4.4.2", "Mail data took too long, closing"),
   shuttingDown: reply(421, "4.3.2", "Server shutting down"),
   storeUnavailable: reply(
     421,

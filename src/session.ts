@@ -160,16 +160,22 @@ export class Session {
   }
 
   #rejectData(kind: Exclude<MailData["kind"], "data">): Step {
+    if (kind === "insufficientStorage") {
+      // The data was dropped for lack of memory; the client sends it again
+      // later, as after any 421.
+      log("warn", "data_rejected", {
+        session: this.id,
+        reason: "insufficient_storage",
+      });
+      return { reply: REPLIES.insufficientStorage, next: "close" };
+    }
+
     // The envelope stays, so the client may send DATA again.
     this.enterState("rcpt");
     const rejections = {
       tooBig: [REPLIES.messageTooBig, "message_too_big"],
       bareLineEnding: [REPLIES.dataBareLineEnding, "bare_line_ending"],
       lineTooLong: [REPLIES.dataLineTooLong, "line_too_long"],
-      insufficientStorage: [
-        REPLIES.insufficientStorage,
-        "insufficient_storage",
-      ],
     } as const;
     const [rejection, reason] = rejections[kind];
     log("warn", "data_rejected", { session: this.id, reason });

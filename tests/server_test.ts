@@ -564,15 +564,18 @@ Deno.test("session_end names why each session ended", async () => {
   assert.match(sizeLimit[0]!, / declared=999999999 /);
 });
 
-Deno.test("message over the shared budget gets 452, retry stores", async () => {
+Deno.test("message over the shared budget gets 421, retry stores", async () => {
   const limit = 64 * 1024;
   await withServer(
     { maxMessageBytes: limit, maxBufferedMessageBytes: limit },
     async (server) => {
       const first = await RawClient.greeted(server.port);
       const second = await RawClient.greeted(server.port);
+      let retry: RawClient | undefined;
       try {
         const line = "b".repeat(998) + "\r\n";
+        const message = (subject: string) =>
+          `Subject: ${subject}\r\n\r\n${line.repeat(40)}.\r\n`;
         await openTransaction(first, "first@example.net");
         await first.send("Subject: first\r\n\r\n" + line.repeat(40));
         while (server.server.bufferedMessageBytes === 0) {
@@ -580,22 +583,20 @@ Deno.test("message over the shared budget gets 452, retry stores", async () => {
         }
 
         await openTransaction(second, "second@example.net");
-        await second.send(
-          "Subject: second\r\n\r\n" + line.repeat(40) + ".\r\n",
-        );
+        await second.send(message("second"));
         const refused = await second.readReply();
-        assert.equal(refused.code, 452);
+        assert.equal(refused.code, 421);
         assert.equal(refused.enhancedStatusCode, "4.3.1");
+        assert.equal(await second.closedByServer(), true);
 
         await first.send(".\r\n");
         assert.equal((await first.readReply()).code, 250);
         assert.equal(server.server.bufferedMessageBytes, 0);
 
-        assert.equal((await second.command("DATA")).code, 354);
-        await second.send(
-          "Subject: second\r\n\r\n" + line.repeat(40) + ".\r\n",
-        );
-        assert.equal((await second.readReply()).code, 250);
+        retry = await RawClient.greeted(server.port);
+        await openTransaction(retry, "second@example.net");
+        await retry.send(message("second"));
+        assert.equal((await retry.readReply()).code, 250);
         const rows = await server.database.query(
           "SELECT r.address FROM messages m " +
             "JOIN message_recipients r ON r.message_id = m.id ORDER BY m.id",
@@ -607,9 +608,39 @@ Deno.test("message over the shared budget gets 452, retry stores", async () => {
       } finally {
         first.close();
         second.close();
+        retry?.close();
       }
     },
   );
+});
+
+Deno.test("mail data must finish within the idle timeout", async () => {
+  await withServer({ idleTimeoutMs: 800 }, async (server) => {
+    const client = await RawClient.greeted(server.port);
+    try {
+      await openTransaction(client);
+      const started = Date.now();
+      // Whole short lines, each well within the timeout, do not extend it.
+      const sending = (async () => {
+        for (let index = 0; index < 40; index++) {
+          try {
+            await client.send("line\r\n");
+          } catch {
+            return;
+          }
+          await new Promise((resolve) => setTimeout(resolve, 150));
+        }
+      })();
+      const reply = await client.readReply(6000);
+      await sending;
+      assert.equal(reply.code, 421);
+      assert.equal(reply.enhancedStatusCode, "4.4.2");
+      assert.ok(Date.now() - started < 4000, "closed before 40 lines");
+      assert.equal(await countMessages(server), 0);
+    } finally {
+      client.close();
+    }
+  });
 });
 
 Deno.test("part of a next line does not hold back replies", async () => {

@@ -324,39 +324,51 @@ type CheckedParameters =
 
 /**
  * Checks MAIL's ESMTP parameters: only SIZE and BODY are advertised, and
- * only after EHLO (RFC 5321 4.1.1.11: others get 555).
+ * only after EHLO (RFC 5321 4.1.1.11: others get 555). Whatever their
+ * order, a malformed value (501) is reported before an unrecognized
+ * parameter (555).
  */
 function checkMailParameters(
   session: Session,
   parameters: readonly EsmtpParameter[],
 ): CheckedParameters {
-  let bodyType: Envelope["bodyType"] = "7BIT";
-  let declaredSize: number | null = null;
-  const seen = new Set<string>();
+  if (parameters.length > 0 && !session.extended) {
+    return { reply: REPLIES.parameterNotRecognized };
+  }
 
+  const seen = new Set<string>();
   for (const { keyword, value } of parameters) {
-    if (!session.extended) return { reply: REPLIES.parameterNotRecognized };
     if (seen.has(keyword)) return { reply: REPLIES.parameterSyntax };
     seen.add(keyword);
-
-    if (keyword === "SIZE") {
-      if (value === null || !/^\d{1,20}$/.test(value)) {
-        return { reply: REPLIES.parameterSyntax };
-      }
-      declaredSize = Number(value);
-    } else if (keyword === "BODY") {
-      const type = value?.toUpperCase();
-      if (type === "BINARYMIME") {
-        return { reply: REPLIES.parameterNotRecognized };
-      }
-      const supported = SUPPORTED_BODY_TYPES.find((name) => name === type);
-      if (supported === undefined) return { reply: REPLIES.parameterSyntax };
-      bodyType = supported;
-    } else {
-      return { reply: REPLIES.parameterNotRecognized };
+    if (!isValidParameterValue(keyword, value)) {
+      return { reply: REPLIES.parameterSyntax };
     }
   }
+
+  let bodyType: Envelope["bodyType"] = "7BIT";
+  let declaredSize: number | null = null;
+  for (const { keyword, value } of parameters) {
+    const upper = value?.toUpperCase();
+    const body = SUPPORTED_BODY_TYPES.find((name) => name === upper);
+    if (keyword === "SIZE") declaredSize = Number(value);
+    else if (keyword === "BODY" && body !== undefined) bodyType = body;
+    else return { reply: REPLIES.parameterNotRecognized };
+  }
   return { bodyType, declaredSize };
+}
+
+/**
+ * Checks the value of SIZE (digits; RFC 1870 caps it at 20, but any longer
+ * number is just over the limit) and of BODY (7BIT, 8BITMIME, or
+ * BINARYMIME, which is recognized but not offered before CHUNKING).
+ */
+function isValidParameterValue(keyword: string, value: string | null): boolean {
+  if (keyword === "SIZE") return value !== null && /^\d+$/.test(value);
+  if (keyword === "BODY") {
+    const type = value?.toUpperCase();
+    return type === "7BIT" || type === "8BITMIME" || type === "BINARYMIME";
+  }
+  return true;
 }
 
 function handleRcpt(session: Session, argument: string): Step {

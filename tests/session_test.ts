@@ -139,6 +139,31 @@ const COMMAND_CASES: [string, string[], string][] = [
     "555 5.5.4",
   ],
   ["MAIL parameter after HELO", ["HELO c.example", `${MAIL} SIZE=10`], "555"],
+  [
+    "MAIL SIZE of 21 digits",
+    ["EHLO c.example", `${MAIL} SIZE=999999999999999999999`],
+    "552 5.3.4",
+  ],
+  [
+    "MAIL bad SIZE after unknown",
+    ["EHLO c.example", `${MAIL} FOO=1 SIZE=abc`],
+    "501 5.5.4",
+  ],
+  [
+    "MAIL bad SIZE before unknown",
+    ["EHLO c.example", `${MAIL} SIZE=abc FOO=1`],
+    "501 5.5.4",
+  ],
+  [
+    "MAIL BINARYMIME after bad BODY",
+    ["EHLO c.example", `${MAIL} BODY=BINARYMIME SIZE=x`],
+    "501 5.5.4",
+  ],
+  [
+    "MAIL unknown and SIZE over limit",
+    ["EHLO c.example", `${MAIL} SIZE=${N + 1} FOO=1`],
+    "555 5.5.4",
+  ],
   ["RCPT before HELO", ["RCPT TO:<r@example.net>"], "503"],
   [
     "RCPT before MAIL",

@@ -3,7 +3,7 @@
  * from it for the `messages` table.
  */
 
-import PostalMime, { type Email } from "postal-mime";
+import PostalMime, { decodeWords, type Email } from "postal-mime";
 import { describeError, log } from "./log.ts";
 
 /** What the `Return-Path:` and `Received:` headers record. */
@@ -52,9 +52,8 @@ const DAY_NAMES = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"] as const;
 /** RFC 5322 2.1.1: a line SHOULD be at most 78 characters without its CRLF. */
 const MAX_LINE_COLUMNS = 78;
 
-/** A folded line starts with a TAB, counted as 8 columns when it is shown. */
-const FOLD_PREFIX = "\t";
-const FOLD_PREFIX_COLUMNS = 8;
+/** Display width of a TAB at the start of a line, in columns. */
+const TAB_COLUMNS = 8;
 
 /** Builds `Return-Path:` and `Received:` as CRLF-ended header lines. */
 export function buildTraceHeaders(context: TraceContext): Uint8Array {
@@ -65,17 +64,17 @@ export function buildTraceHeaders(context: TraceContext): Uint8Array {
 }
 
 /**
- * Lists the clauses of the `Received:` field body (RFC 5321 4.4), each one
- * kept on one line where it fits.
+ * Lists the clauses of the `Received:` field body (RFC 5321 4.4), with
+ * `with` and `id` sharing one, and the date-time after the `;` as the last.
  */
 function receivedClauses(context: TraceContext): string[] {
   const helo = toPrintableAscii(context.heloName);
   const addressLiteral = formatAddressLiteral(context.clientAddress);
+  const protocol = toPrintableAscii(context.protocol);
   const clauses = [
     `from ${helo} (${addressLiteral})`,
     `by ${toPrintableAscii(context.hostname)} (smtpstore)`,
-    `with ${toPrintableAscii(context.protocol)}`,
-    `id ${toPrintableAscii(context.transactionId)}`,
+    `with ${protocol} id ${toPrintableAscii(context.transactionId)}`,
   ];
   if (context.forwardPaths.length === 1) {
     const forwardPath = removeControlCharacters(context.forwardPaths[0] ?? "");
@@ -88,37 +87,87 @@ function receivedClauses(context: TraceContext): string[] {
 }
 
 /**
- * Joins the clauses after the field name, folding before a clause that
- * would take the line past MAX_LINE_COLUMNS, and between the words of a
- * clause that does not fit on a line of its own. A word longer than a
- * line is not split, so its line is longer.
+ * Writes the field with each clause on a line of its own, the ones after
+ * the first starting with a TAB. Folding only inserts CRLF before existing
+ * whitespace, so unfolding (RFC 5322 2.2.3) gives back the clauses joined
+ * by TAB, byte for byte.
  */
 function foldHeaderField(name: string, clauses: readonly string[]): string {
+  const lines = clauses.flatMap((clause, index) =>
+    foldClause(index === 0 ? `${name} ${clause}` : `\t${clause}`)
+  );
+  return lines.join("\r\n");
+}
+
+/**
+ * Folds a line longer than MAX_LINE_COLUMNS by inserting CRLF before the
+ * whitespace of its fold points, filling each line as far as it goes. A
+ * word longer than a line is not split, so its line is longer.
+ */
+function foldClause(text: string): string[] {
+  const [first = "", ...words] = splitAtFoldPoints(text);
   const lines: string[] = [];
-  let line = name;
-  let columns = name.length;
-
-  const append = (text: string): void => {
-    if (columns + 1 + text.length > MAX_LINE_COLUMNS) {
+  let line = first;
+  for (const word of words) {
+    if (countColumns(line) + word.length > MAX_LINE_COLUMNS) {
       lines.push(line);
-      line = FOLD_PREFIX + text;
-      columns = FOLD_PREFIX_COLUMNS + text.length;
+      line = word;
     } else {
-      line += " " + text;
-      columns += 1 + text.length;
-    }
-  };
-
-  for (const clause of clauses) {
-    if (FOLD_PREFIX_COLUMNS + clause.length <= MAX_LINE_COLUMNS) {
-      append(clause);
-    } else {
-      clause.split(" ").forEach(append);
+      line += word;
     }
   }
-
   lines.push(line);
-  return lines.join("\r\n");
+  return lines;
+}
+
+/**
+ * Splits text before each run of SP or HTAB that has more text after it,
+ * outside quoted strings and `<...>`, so each word keeps the whitespace
+ * before it and a quoted local part with spaces stays whole. The first
+ * character is never a fold point, so no line is only whitespace, which
+ * RFC 5322 3.2.2 forbids.
+ */
+function splitAtFoldPoints(text: string): string[] {
+  const words: string[] = [];
+  let wordStart = 0;
+  let inQuotes = false;
+  let angleDepth = 0;
+  for (let i = 1; i < text.length; i++) {
+    const char = text[i];
+    if (inQuotes) {
+      if (char === "\\") i++;
+      if (char === '"') inQuotes = false;
+    } else if (char === '"') {
+      inQuotes = true;
+    } else if (char === "<") {
+      angleDepth++;
+    } else if (char === ">" && angleDepth > 0) {
+      angleDepth--;
+    } else if (angleDepth === 0 && isFoldPoint(text, i)) {
+      words.push(text.slice(wordStart, i));
+      wordStart = i;
+    }
+  }
+  words.push(text.slice(wordStart));
+  return words;
+}
+
+/** Checks for a run of SP or HTAB starting at `index` with text after it. */
+function isFoldPoint(text: string, index: number): boolean {
+  if (!isWhitespace(text[index]) || isWhitespace(text[index - 1])) return false;
+
+  let end = index;
+  while (isWhitespace(text[end])) end++;
+  return end < text.length;
+}
+
+function isWhitespace(char: string | undefined): boolean {
+  return char === " " || char === "\t";
+}
+
+/** Counts the columns of a line, with a leading TAB as TAB_COLUMNS. */
+function countColumns(line: string): number {
+  return line.startsWith("\t") ? TAB_COLUMNS + line.length - 1 : line.length;
 }
 
 /**
@@ -160,20 +209,19 @@ function formatDateTime(date: Date): string {
 // ---------------------------------------------------------------------------
 // Field extraction
 
-const NO_FIELDS: ExtractedFields = { subject: "", date: null, body: "" };
-
 /** Extracts Subject, Date and text body; never throws on malformed mail. */
 export async function extractFields(
   data: Uint8Array,
 ): Promise<ExtractedFields> {
+  const message = addMissingHeaderSection(data);
   let email: Email;
   try {
-    email = await PostalMime.parse(addMissingHeaderSection(data));
+    email = await PostalMime.parse(message);
   } catch (error) {
-    // postal-mime 4.2.0 throws past its limits (2 MiB of header lines, 10000
-    // parts, 256 levels of nesting), so such a message gets no fields.
+    // postal-mime 4.2.0 throws past its limits: 2 MiB of header lines, each
+    // counted as at least 64 bytes, 10000 parts or 256 levels of nesting.
     log("warn", "message_parse_failed", { error: describeError(error) });
-    return NO_FIELDS;
+    return extractTopLevelFields(message);
   }
 
   const dateHeader = email.headers.find((header) => header.key === "date");
@@ -216,6 +264,291 @@ function extractBody(email: Email): string {
 /** Replaces CRLF and any bare CR with LF. */
 function toLfLineEnds(text: string): string {
   return text.replace(/\r\n?/g, "\n");
+}
+
+// ---------------------------------------------------------------------------
+// Fields without postal-mime
+
+/** The top-level header fields that extractTopLevelFields reads. */
+const TOP_LEVEL_FIELD_NAMES = new Set([
+  "subject",
+  "date",
+  "content-type",
+  "content-transfer-encoding",
+]);
+
+/** The top-level header fields of a message, unfolded, and its body. */
+interface TopLevelPart {
+  readonly fields: ReadonlyMap<string, string>;
+  readonly body: Uint8Array;
+}
+
+/**
+ * Extracts Subject and Date from the top-level header section, and the body
+ * when the message is one text/plain or text/html part. Every step is one
+ * pass over the bytes, so the time is linear in the message size.
+ */
+function extractTopLevelFields(data: Uint8Array): ExtractedFields {
+  const part = readTopLevelPart(data);
+  const subject = part.fields.get("subject");
+  const date = part.fields.get("date");
+  return {
+    subject: subject === undefined ? "" : decodeWords(subject),
+    date: date === undefined ? null : parseDateTime(date),
+    body: extractTopLevelBody(part),
+  };
+}
+
+/**
+ * Splits the message at the end of its header section: an empty line, or a
+ * line that neither starts a field nor continues one, which then starts the
+ * body. The first occurrence of each field in TOP_LEVEL_FIELD_NAMES is kept.
+ */
+function readTopLevelPart(data: Uint8Array): TopLevelPart {
+  const fields = new Map<string, string>();
+  let field: FieldLines | null = null;
+  let start = 0;
+  while (start < data.length) {
+    const newline = data.indexOf(0x0a, start);
+    const end = newline < 0 ? data.length : newline + 1;
+    const line = removeLineEnd(data.subarray(start, end));
+    if (line[0] === 0x20 || line[0] === 0x09) {
+      field?.lines.push(line);
+    } else {
+      addField(fields, field);
+      if (line.length === 0) return { fields, body: data.subarray(end) };
+
+      const name = readFieldName(line);
+      if (name === null) return { fields, body: data.subarray(start) };
+
+      const isKept = TOP_LEVEL_FIELD_NAMES.has(name) && !fields.has(name);
+      field = isKept ? { name, lines: [line] } : null;
+    }
+    start = end;
+  }
+
+  addField(fields, field);
+  return { fields, body: data.subarray(data.length) };
+}
+
+/** The lines of one header field, without their line ends. */
+interface FieldLines {
+  readonly name: string;
+  readonly lines: Uint8Array[];
+}
+
+function addField(fields: Map<string, string>, field: FieldLines | null): void {
+  if (field !== null) fields.set(field.name, unfoldFieldBody(field.lines));
+}
+
+/** Removes the LF or CRLF that ends a line. */
+function removeLineEnd(line: Uint8Array): Uint8Array {
+  let end = line.length;
+  if (line[end - 1] === 0x0a) end--;
+  if (line[end - 1] === 0x0d) end--;
+  return line.subarray(0, end);
+}
+
+/**
+ * Returns the lower-case name of the field that the line starts, "" for an
+ * mbox `From ` line, or null when the line starts no field. As postal-mime
+ * 4.2.0 reads it, the name is printable ASCII without ":", and SP or HTAB
+ * may come between it and the colon.
+ */
+function readFieldName(line: Uint8Array): string | null {
+  let nameEnd = 0;
+  while (nameEnd < line.length && isFieldNameByte(line[nameEnd])) nameEnd++;
+  let colon = nameEnd;
+  while (line[colon] === 0x20 || line[colon] === 0x09) colon++;
+  if (line[colon] === 0x3a) {
+    return windows1252.decode(line.subarray(0, colon)).toLowerCase();
+  }
+
+  const isMboxFrom = windows1252.decode(line.subarray(0, 5)) === "From ";
+  return isMboxFrom ? "" : null;
+}
+
+function isFieldNameByte(byte: number | undefined): boolean {
+  return byte !== undefined && byte >= 0x21 && byte <= 0x7e && byte !== 0x3a;
+}
+
+/**
+ * Joins a field's lines, which removes the CRLF of each fold and keeps its
+ * whitespace, and returns the text after the colon without the SP and HTAB
+ * around it.
+ */
+function unfoldFieldBody(lines: readonly Uint8Array[]): string {
+  const unfolded = lines.map(decodeHeaderLine).join("");
+  const value = unfolded.slice(unfolded.indexOf(":") + 1);
+  return trimWhitespace(value.replace(/[\r\n]+/g, " "));
+}
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * Decodes a header line as UTF-8 (RFC 6532), or as windows-1252 when it is
+ * not valid UTF-8, as postal-mime 4.2.0 does for raw 8-bit header text.
+ */
+function decodeHeaderLine(line: Uint8Array): string {
+  try {
+    return strictUtf8.decode(line);
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error;
+    return windows1252.decode(line);
+  }
+}
+
+/** Removes leading and trailing SP and HTAB, and no other whitespace. */
+function trimWhitespace(text: string): string {
+  let start = 0;
+  let end = text.length;
+  while (start < end && isWhitespace(text[start])) start++;
+  while (end > start && isWhitespace(text[end - 1])) end--;
+  return text.slice(start, end);
+}
+
+/**
+ * Decodes the body by the top-level Content-Transfer-Encoding and charset
+ * when the Content-Type is text/plain, text/html or missing.
+ */
+function extractTopLevelBody(part: TopLevelPart): string {
+  const contentType = parseContentType(part.fields.get("content-type"));
+  const isHtml = contentType.mediaType === "text/html";
+  // NOTE: a multipart or non-text message past postal-mime's limits gets an
+  // empty body, because this fallback reads no MIME parts.
+  if (contentType.mediaType !== "text/plain" && !isHtml) return "";
+
+  const encoding = part.fields.get("content-transfer-encoding");
+  const bytes = decodeTransferEncoding(part.body, encoding);
+  const text = decodeCharset(bytes, contentType.charset);
+  return toLfLineEnds(isHtml ? htmlToText(text) : text);
+}
+
+interface ContentType {
+  /** Lower-case `type/subtype`. */
+  readonly mediaType: string;
+  readonly charset: string | undefined;
+}
+
+/**
+ * Parses a Content-Type field body. A missing value, or one without a
+ * `/`, is text/plain (RFC 2045 5.2).
+ */
+function parseContentType(value: string | undefined): ContentType {
+  const [type = "", ...parameters] = (value ?? "").split(";");
+  const mediaType = trimWhitespace(type).toLowerCase();
+  let charset: string | undefined;
+  for (const parameter of parameters) {
+    const equals = parameter.indexOf("=");
+    const name = trimWhitespace(parameter.slice(0, equals)).toLowerCase();
+    if (equals >= 0 && name === "charset") {
+      charset = trimWhitespace(parameter.slice(equals + 1)).replace(/"/g, "");
+      break;
+    }
+  }
+  return {
+    mediaType: mediaType.includes("/") ? mediaType : "text/plain",
+    charset,
+  };
+}
+
+/**
+ * Decodes base64 and quoted-printable, and returns the bytes of any other
+ * Content-Transfer-Encoding as they are.
+ */
+function decodeTransferEncoding(
+  bytes: Uint8Array,
+  encoding: string | undefined,
+): Uint8Array {
+  const mechanism = trimWhitespace(encoding ?? "").toLowerCase();
+  if (mechanism === "base64") return decodeBase64(bytes);
+  if (mechanism === "quoted-printable") return decodeQuotedPrintable(bytes);
+  return bytes;
+}
+
+/** The value of each base64 character by its byte, -1 for other bytes. */
+const BASE64_VALUES = (() => {
+  const alphabet =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const values = new Int8Array(256).fill(-1);
+  for (let i = 0; i < alphabet.length; i++) values[alphabet.charCodeAt(i)] = i;
+  return values;
+})();
+
+/**
+ * Decodes base64, skipping line breaks, padding and every other byte outside
+ * the alphabet. Bits left over at the end that make no whole byte are
+ * dropped, so truncated input keeps the bytes it has.
+ */
+function decodeBase64(bytes: Uint8Array): Uint8Array {
+  const output = new Uint8Array(Math.ceil((bytes.length * 3) / 4));
+  let length = 0;
+  let buffer = 0;
+  let bitCount = 0;
+  for (const byte of bytes) {
+    const value = BASE64_VALUES[byte] ?? -1;
+    if (value < 0) continue;
+
+    buffer = ((buffer << 6) | value) & 0xffff;
+    bitCount += 6;
+    if (bitCount >= 8) {
+      bitCount -= 8;
+      output[length++] = (buffer >> bitCount) & 0xff;
+    }
+  }
+  return output.subarray(0, length);
+}
+
+/**
+ * Decodes quoted-printable (RFC 2045 6.7): `=` and two hex digits is a byte,
+ * `=` at the end of a line is a soft line break, and any other `=` stays.
+ */
+function decodeQuotedPrintable(bytes: Uint8Array): Uint8Array {
+  const output = new Uint8Array(bytes.length);
+  let length = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const byte = bytes[i] ?? 0;
+    const high = hexDigitValue(bytes[i + 1]);
+    const low = hexDigitValue(bytes[i + 2]);
+    if (byte !== 0x3d) {
+      output[length++] = byte;
+    } else if (high >= 0 && low >= 0) {
+      output[length++] = high * 16 + low;
+      i += 2;
+    } else if (bytes[i + 1] === 0x0d && bytes[i + 2] === 0x0a) {
+      i += 2;
+    } else if (bytes[i + 1] === 0x0a) {
+      i += 1;
+    } else {
+      output[length++] = byte;
+    }
+  }
+  return output.subarray(0, length);
+}
+
+/** Returns the value of an ASCII hex digit, or -1 for any other byte. */
+function hexDigitValue(byte: number | undefined): number {
+  if (byte === undefined) return -1;
+  if (byte >= 0x30 && byte <= 0x39) return byte - 0x30;
+  const lower = byte | 0x20;
+  if (lower >= 0x61 && lower <= 0x66) return lower - 0x61 + 10;
+  return -1;
+}
+
+const utf8 = new TextDecoder();
+
+/**
+ * Decodes text in the charset that the label names, or as UTF-8 with
+ * U+FFFD for invalid bytes when the label is missing or unknown.
+ */
+function decodeCharset(bytes: Uint8Array, charset: string | undefined): string {
+  if (charset === undefined || charset === "") return utf8.decode(bytes);
+  try {
+    return new TextDecoder(charset).decode(bytes);
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error;
+    return utf8.decode(bytes);
+  }
 }
 
 // ---------------------------------------------------------------------------

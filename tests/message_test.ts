@@ -628,25 +628,275 @@ Deno.test("extractFields handles unclosed html markup", async (t) => {
   }
 });
 
-Deno.test("extractFields falls back past parser limits", async () => {
+/**
+ * Header lines that take postal-mime 4.2.0 past its 2 MiB header limit,
+ * which counts each line as at least 64 bytes: 32768 lines reach it, and
+ * any other header line in the message goes over.
+ */
+const FILLER_LINES: readonly string[] = Array(32768).fill("X:y");
+
+/** Builds a message past the header limit from its header and body lines. */
+function messagePastLimit(
+  headers: readonly string[],
+  body: readonly string[],
+): Uint8Array {
+  return message([...headers, ...FILLER_LINES, "", ...body]);
+}
+
+const FALLBACK_CASES: readonly {
+  name: string;
+  data: Uint8Array;
+  expected: { subject: string; date: string | null; body: string };
+}[] = [
+  {
+    name: "plain text",
+    data: encoder.encode(
+      "Subject: real subject\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n" +
+        "X:y\r\n".repeat(32767) + "\r\nthe body\r\n",
+    ),
+    expected: {
+      subject: "real subject",
+      date: "2024-01-01T10:00:00.000Z",
+      body: "the body\n",
+    },
+  },
+  {
+    name: "fields after the filler",
+    data: message([
+      ...FILLER_LINES,
+      "Subject: last",
+      "Date: Tue, 2 Jan 2024 10:00:00 +0200",
+      "",
+      "text",
+    ]),
+    expected: {
+      subject: "last",
+      date: "2024-01-02T08:00:00.000Z",
+      body: "text\n",
+    },
+  },
+  {
+    name: "folded encoded Subject",
+    data: messagePastLimit([
+      "Subject: =?UTF-8?Q?Gr=C3=BC?=",
+      " =?UTF-8?Q?=C3=9Fe?= aus",
+      "\t  K=?ISO-8859-1?Q?=F6?=ln",
+    ], ["x"]),
+    expected: { subject: "Grüße aus\t  Köln", date: null, body: "x\n" },
+  },
+  {
+    name: "raw ISO-8859-1 Subject",
+    data: latin1Bytes(
+      "Subject: Caf\xe9 cr\xe8me\r\n" + "X:y\r\n".repeat(32768) +
+        "\r\nbody\r\n",
+    ),
+    expected: { subject: "Café crème", date: null, body: "body\n" },
+  },
+  {
+    name: "first of two Subject and Date fields",
+    data: messagePastLimit([
+      "subject:  first  ",
+      "Date: Mon, 1 Jan 2024 10:00:00 GMT (comment)",
+      "Subject: second",
+      "Date: Tue, 2 Jan 2024 10:00:00 +0000",
+    ], ["x"]),
+    expected: {
+      subject: "first",
+      date: "2024-01-01T10:00:00.000Z",
+      body: "x\n",
+    },
+  },
+  {
+    name: "Subject with space before colon ignored",
+    data: messagePastLimit(["Subject : not this", "Subject: this"], ["x"]),
+    expected: { subject: "this", date: null, body: "x\n" },
+  },
+  {
+    name: "invalid Date",
+    data: messagePastLimit(["Subject: s", "Date: 30 Feb 2023 10:00"], ["x"]),
+    expected: { subject: "s", date: null, body: "x\n" },
+  },
+  {
+    name: "quoted-printable ISO-8859-1",
+    data: messagePastLimit([
+      "Subject: qp",
+      'Content-Type: text/plain; format=flowed; charset="ISO-8859-1"',
+      "Content-Transfer-Encoding: Quoted-Printable",
+    ], ["Caf=E9 cr=E8me=", "br=FBl=E9e =3D 1=", "= stays =ZZ"]),
+    expected: {
+      subject: "qp",
+      date: null,
+      body: "Café crèmebrûlée = 1= stays =ZZ\n",
+    },
+  },
+  {
+    name: "base64 UTF-8 with invalid characters",
+    data: messagePastLimit([
+      "Subject: b64",
+      "Content-Type: text/plain; charset=utf-8",
+      "Content-Transfer-Encoding: base64",
+    ], [
+      "R3LDvMOfZQ0K!!",
+      "w5xiZXIN*Cg==",
+    ]),
+    expected: { subject: "b64", date: null, body: "Grüße\nÜber\n" },
+  },
+  {
+    name: "truncated base64",
+    data: messagePastLimit(["Content-Transfer-Encoding: base64"], [
+      "SGVsbG8gd29ybG",
+    ]),
+    expected: { subject: "", date: null, body: "Hello worl" },
+  },
+  {
+    name: "unknown charset as UTF-8",
+    data: messagePastLimit(["Content-Type: text/plain; charset=x-unknown"], [
+      "na\u00efve",
+    ]),
+    expected: { subject: "", date: null, body: "na\u00efve\n" },
+  },
+  {
+    name: "invalid UTF-8 with replacement",
+    data: Uint8Array.from([
+      ...message(["Subject: bad bytes", ...FILLER_LINES, ""]),
+      0x61,
+      0xff,
+      0x62,
+    ]),
+    expected: { subject: "bad bytes", date: null, body: "a\ufffdb" },
+  },
+  {
+    name: "html as text",
+    data: messagePastLimit(["Content-Type: text/html"], [
+      "<p>Hello &amp; welcome</p><p>second</p>",
+    ]),
+    expected: { subject: "", date: null, body: "Hello & welcome\nsecond" },
+  },
+  {
+    name: "Content-Type without subtype as text",
+    data: messagePastLimit(["Content-Type: garbage"], ["text"]),
+    expected: { subject: "", date: null, body: "text\n" },
+  },
+  {
+    name: "attachment as empty",
+    data: messagePastLimit([
+      "Subject: file",
+      "Content-Type: application/octet-stream",
+    ], ["AAECAw=="]),
+    expected: { subject: "file", date: null, body: "" },
+  },
+  {
+    name: "multipart as empty",
+    data: messagePastLimit([
+      "Subject: parts",
+      'Content-Type: multipart/mixed; boundary="b"',
+    ], ["--b", "Content-Type: text/plain", "", "hidden", "--b--"]),
+    expected: { subject: "parts", date: null, body: "" },
+  },
+  {
+    name: "headers only without empty line",
+    data: messagePastLimit(["Subject: s"], []).subarray(0, -2),
+    expected: { subject: "s", date: null, body: "" },
+  },
+  {
+    name: "body after a line that is no field",
+    data: message(["Subject: s", ...FILLER_LINES, "no field here", "more"]),
+    expected: { subject: "s", date: null, body: "no field here\nmore\n" },
+  },
+  {
+    name: "too many parts",
+    data: message([
+      "Subject: many parts",
+      "Content-Type: multipart/mixed; boundary=b",
+      "",
+      ...Array(10001).fill("--b\r\n\r\nx"),
+      "--b--",
+    ]),
+    expected: { subject: "many parts", date: null, body: "" },
+  },
+  {
+    name: "too deep nesting",
+    data: message([
+      "Subject: deep",
+      ...Array.from({ length: 300 }, (_, depth) => [
+        `Content-Type: multipart/mixed; boundary=b${depth}`,
+        "",
+        `--b${depth}`,
+      ]).flat(),
+      "",
+      "inner",
+    ]),
+    expected: { subject: "deep", date: null, body: "" },
+  },
+];
+
+Deno.test("extractFields falls back past parser limits", async (t) => {
   const logLines: string[] = [];
   const previousSink = setLogSink((line) => logLines.push(line));
-  const header = `X-Filler: ${"x".repeat(990)}`;
-  const data = message([
-    "Subject: lost",
-    ...Array(3000).fill(header),
-    "",
-    "body",
-  ]);
-
   try {
-    const fields = await extractFields(data);
+    for (const testCase of FALLBACK_CASES) {
+      await t.step(testCase.name, async () => {
+        logLines.length = 0;
 
-    assert.equal(fields.subject, "");
-    assert.equal(fields.date, null);
-    assert.equal(fields.body, "");
-    assert.equal(logLines.length, 1);
-    assert.match(logLines[0] ?? "", / warn event=message_parse_failed /);
+        const fields = await extractFields(testCase.data);
+
+        assert.equal(fields.subject, testCase.expected.subject);
+        assert.equal(
+          fields.date?.toISOString() ?? null,
+          testCase.expected.date,
+        );
+        assert.equal(fields.body, testCase.expected.body);
+        assert.equal(logLines.length, 1);
+        assert.match(logLines[0] ?? "", / warn event=message_parse_failed /);
+      });
+    }
+  } finally {
+    setLogSink(previousSink);
+  }
+});
+
+Deno.test("extractFields falls back on 10 MiB headers", async (t) => {
+  const previousSink = setLogSink(() => {});
+  const mebibytes = 10 * 1024 * 1024;
+  try {
+    await t.step("folded Subject", async () => {
+      const fold = ` ${"word ".repeat(15)}word`;
+      const foldCount = Math.floor(mebibytes / (fold.length + 2));
+      const data = message([
+        "Subject: start",
+        ...Array(foldCount).fill(fold),
+        "",
+        "body",
+      ]);
+
+      const fields = await extractFields(data);
+
+      assert.equal(fields.subject, "start" + fold.repeat(foldCount));
+      assert.equal(fields.body, "body\n");
+    });
+
+    await t.step("whitespace runs in Subject and Date", async () => {
+      const spaces = " ".repeat(mebibytes / 4);
+      const data = messagePastLimit([
+        `Subject: a${spaces}b`,
+        `Date: 1${spaces}Jan${spaces}2024 10:00:00 +0000`,
+      ], ["body"]);
+
+      const fields = await extractFields(data);
+
+      assert.equal(fields.subject, `a${spaces}b`);
+      assert.equal(fields.date?.toISOString(), "2024-01-01T10:00:00.000Z");
+    });
+
+    await t.step("long line that is no field", async () => {
+      const name = "X".repeat(mebibytes);
+      const data = message(["Subject: s", ...FILLER_LINES, name, "", "body"]);
+
+      const fields = await extractFields(data);
+
+      assert.equal(fields.subject, "s");
+      assert.equal(fields.body, `${name}\n\nbody\n`);
+    });
   } finally {
     setLogSink(previousSink);
   }
@@ -689,8 +939,10 @@ Deno.test("buildTraceHeaders writes one recipient", () => {
   assert.equal(
     text,
     "Return-Path: <alice@example.org>\r\n" +
-      "Received: from mail.example.org ([192.0.2.1]) by mx.example.com (smtpstore)\r\n" +
-      "\twith ESMTP id 7f3a9c for <bob@example.com>;\r\n" +
+      "Received: from mail.example.org ([192.0.2.1])\r\n" +
+      "\tby mx.example.com (smtpstore)\r\n" +
+      "\twith ESMTP id 7f3a9c\r\n" +
+      "\tfor <bob@example.com>;\r\n" +
       "\tMon, 01 Jan 2024 09:30:05 +0000\r\n",
   );
 });
@@ -712,8 +964,10 @@ Deno.test("buildTraceHeaders omits for with two recipients", () => {
   assert.equal(
     text,
     "Return-Path: <alice@example.org>\r\n" +
-      "Received: from mail.example.org ([192.0.2.1]) by mx.example.com (smtpstore)\r\n" +
-      "\twith ESMTP id 7f3a9c; Mon, 01 Jan 2024 09:30:05 +0000\r\n",
+      "Received: from mail.example.org ([192.0.2.1])\r\n" +
+      "\tby mx.example.com (smtpstore)\r\n" +
+      "\twith ESMTP id 7f3a9c;\r\n" +
+      "\tMon, 01 Jan 2024 09:30:05 +0000\r\n",
   );
 });
 
@@ -741,30 +995,133 @@ Deno.test("buildTraceHeaders replaces control characters", () => {
   assert.ok(unfold(received).includes("for <bob??@example.com>;"));
 });
 
-Deno.test("buildTraceHeaders folds long lines", () => {
-  const longName = `${"a".repeat(60)}.example.com`;
+/** The forward-path of a long quoted local part with two spaces. */
+const QUOTED_SPACES_PATH = `"${"q".repeat(35)}  b"@${"d".repeat(60)}.` +
+  `${"e".repeat(10)}.example`;
+
+Deno.test("buildTraceHeaders keeps spaces of quoted local part", () => {
   const context = {
     ...CONTEXT,
-    heloName: longName,
-    hostname: longName,
-    clientAddress: "2001:db8:1234:5678:9abc:def0:1234:5678",
+    hostname: "mx.attack.test",
+    forwardPaths: [QUOTED_SPACES_PATH],
   };
 
   const lines = traceLines(context);
 
-  for (const line of lines) {
-    const isSingleWord = /^\t\S+$/.test(line);
-    assert.ok(columns(line) <= 78 || isSingleWord, `too long: ${line}`);
+  assert.deepEqual(lines.slice(1), [
+    "Received: from mail.example.org ([192.0.2.1])",
+    "\tby mx.attack.test (smtpstore)",
+    "\twith ESMTP id 7f3a9c",
+    "\tfor",
+    ` <${QUOTED_SPACES_PATH}>;`,
+    "\tMon, 01 Jan 2024 09:30:05 +0000",
+  ]);
+});
+
+/** Returns the text before the first whitespace outside `<...>`. */
+function firstWord(text: string): string {
+  let angleDepth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const char = text[i];
+    if (char === "<") angleDepth++;
+    if (char === ">") angleDepth--;
+    if (angleDepth === 0 && (char === " " || char === "\t")) {
+      return text.slice(0, i);
+    }
   }
-  assert.ok(lines.slice(2).every((line) => line.startsWith("\t")));
-  const received = unfold(lines.slice(1).join("\r\n")).replaceAll("\t", " ");
-  assert.equal(
-    received,
-    `Received: from ${longName}` +
-      " ([IPv6:2001:db8:1234:5678:9abc:def0:1234:5678])" +
-      ` by ${longName} (smtpstore) with ESMTP id 7f3a9c` +
-      " for <bob@example.com>; Mon, 01 Jan 2024 09:30:05 +0000",
-  );
+  return text;
+}
+
+/** Counts the occurrences of `char` in `text`. */
+function count(text: string, char: string): number {
+  return text.split(char).length - 1;
+}
+
+const FOLD_HOSTNAMES = [
+  "mx.attack.test",
+  "mx.example.com",
+  `${"h".repeat(60)}.example.com`,
+  `${"h".repeat(90)}.example.com`,
+];
+
+const FOLD_HELO_NAMES = [
+  "mail.example.org",
+  "[192.0.2.1]",
+  `${"a".repeat(60)}.example.org`,
+  `${"a".repeat(100)}.example.org`,
+];
+
+const FOLD_CLIENTS = [
+  { address: "192.0.2.1", literal: "[192.0.2.1]" },
+  {
+    address: "2001:db8:1234:5678:9abc:def0:1234:5678",
+    literal: "[IPv6:2001:db8:1234:5678:9abc:def0:1234:5678]",
+  },
+];
+
+const FOLD_FORWARD_PATHS: readonly (readonly string[])[] = [
+  ["bob@example.com"],
+  [QUOTED_SPACES_PATH],
+  ['"john smith"@example.com'],
+  ['"a b"@' + "d".repeat(40) + ".example"],
+  [`"x  y  z"@${"d".repeat(50)}.example`],
+  [`"${"q".repeat(70)} b"@example.com`],
+  [`"${"q ".repeat(30)}"@example.com`],
+  ["bob@example.com", '"carol  c"@example.com'],
+];
+
+Deno.test("buildTraceHeaders folds at existing whitespace", () => {
+  for (const hostname of FOLD_HOSTNAMES) {
+    for (const heloName of FOLD_HELO_NAMES) {
+      for (const client of FOLD_CLIENTS) {
+        for (const forwardPaths of FOLD_FORWARD_PATHS) {
+          const context = {
+            ...CONTEXT,
+            hostname,
+            heloName,
+            clientAddress: client.address,
+            forwardPaths,
+          };
+          const forClause = forwardPaths.length === 1
+            ? `\tfor <${forwardPaths[0]}>`
+            : "";
+          const expected = `Received: from ${heloName} (${client.literal})` +
+            `\tby ${hostname} (smtpstore)\twith ESMTP id 7f3a9c` +
+            `${forClause};\tMon, 01 Jan 2024 09:30:05 +0000`;
+          const label = JSON.stringify(context);
+
+          const lines = traceLines(context).slice(1);
+          const received = lines.join("\r\n");
+
+          assert.equal(unfold(received), expected, label);
+          assert.equal(
+            count(received, "\t"),
+            count(received, "\r\n\t"),
+            `every TAB starts a line: ${label}`,
+          );
+          lines.forEach((line, index) => {
+            const where = `line ${index} of ${label}`;
+            const before = lines.slice(0, index).join("");
+            const word = firstWord(line.slice(1));
+            assert.match(line, /[^ \t]/, `whitespace-only ${where}`);
+            assert.ok(
+              columns(line) <= 78 || line.length === word.length + 1,
+              `too long: ${where}`,
+            );
+            assert.equal(count(before, "<"), count(before, ">"), where);
+            assert.equal(count(before, '"') % 2, 0, where);
+            if (index > 0 && line.startsWith(" ")) {
+              const previous = lines[index - 1] ?? "";
+              assert.ok(
+                columns(previous) + word.length + 1 > 78,
+                `needless fold: ${where}`,
+              );
+            }
+          });
+        }
+      }
+    }
+  }
 });
 
 Deno.test("buildTraceHeaders writes receivedAt in UTC", () => {

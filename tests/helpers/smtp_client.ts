@@ -154,3 +154,12 @@ export function latin1(text: string): Uint8Array {
 }
 
 export { encoder };
+
+/**
+ * Matches the Return-Path: and Received: headers that the server prepends.
+ * The Received: header ends with its RFC 5322 date in +0000, wherever it
+ * was folded, so a message line that starts with whitespace is not taken
+ * for part of it.
+ */
+export const TRACE_HEADERS =
+  /^Return-Path: [^\r\n]*\r\nReceived: [\s\S]*?;\s+[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} \+0000\r\n/;

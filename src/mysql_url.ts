@@ -14,7 +14,7 @@ export interface MysqlTarget {
 /** A URL that cannot name a MySQL database; the message hides the password. */
 export class InvalidMysqlUrlError extends Error {
   override name = "InvalidMysqlUrlError";
-  /** What is wrong, without the URL. */
+  /** The problem with the URL, without the URL itself. */
   readonly reason: string;
 
   constructor(url: string, reason: string) {

@@ -75,7 +75,7 @@ export interface ConnectionOptions {
 }
 
 /**
- * What the connection is doing: waiting for a command, receiving mail
+ * The activity of a connection: waiting for a command, receiving mail
  * data, writing replies, or working (the idle timer does not run while it
  * works, since the store has its own statement timeout).
  */
@@ -83,7 +83,7 @@ type Phase = "command" | "data" | "write" | "busy" | "closed";
 
 const encoder = new TextEncoder();
 
-/** Why a session ended, for its `session_end` log line. */
+/** The reason a session ended, for its `session_end` log line. */
 export type EndReason =
   | "quit"
   | "client_closed"
@@ -155,7 +155,7 @@ export class Connection {
     this.#close();
   }
 
-  /** Why the session ended; "client_closed" until something else applies. */
+  /** The reason the session ended; "client_closed" unless another applies. */
   get endReason(): EndReason {
     return this.#endReason ?? "client_closed";
   }
@@ -311,7 +311,7 @@ export class Connection {
   }
 }
 
-/** The end reason of a reply after which the session closes. */
+/** Maps a reply after which the session closes to its end reason. */
 function closeReason(reply: Reply): EndReason {
   if (reply === REPLIES.storeUnavailable) return "store_unavailable";
   if (reply === REPLIES.insufficientStorage) return "insufficient_storage";

@@ -1,11 +1,11 @@
 /**
  * A bounded reader over a connection's bytes. It yields command lines and
- * mail data, and never holds more than one command line or the message
+ * mail data, and never keeps more than one command line or the message
  * size limit, however much a client sends.
  */
 
 /**
- * Where the reader gets bytes from. A chunk is valid only until the next
+ * The source of the reader's bytes. A chunk is valid only until the next
  * `read()`, so the reader copies what it keeps.
  */
 export interface ByteSource {
@@ -43,7 +43,7 @@ export interface ReadDataOptions {
   /** Largest message kept, in octets after dot-unstuffing. */
   readonly maxBytes: number;
   /**
-   * Where the buffer's memory is counted; data that the budget cannot
+   * The budget share that counts the buffer's memory. Data that it cannot
    * cover is read and dropped.
    */
   readonly reservation?: Reservation;

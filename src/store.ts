@@ -44,7 +44,7 @@ export class StoreUnavailableError extends Error {
   override name = "StoreUnavailableError";
 }
 
-/** What a session needs from the store. */
+/** The store operations a session uses. */
 export interface Store {
   /** Inserts the message and its recipients in one transaction; resolves with the id after COMMIT. */
   insertMessage(message: NewMessage): Promise<string>;
@@ -804,8 +804,8 @@ function prepareRow(message: NewMessage, maxRawBytes: number): MessageRow {
  */
 function truncateField(field: string, text: string, maxBytes: number): string {
   // NOTE: MySQL takes no value, and builds no CONCAT result, larger than
-  // max_allowed_packet, so a body or subject whose UTF-8 is larger (text in
-  // a one-byte charset can grow up to threefold) is cut; raw stays whole.
+  // max_allowed_packet. A body or subject whose UTF-8 is larger is cut, and
+  // raw stays whole. Text in a one-byte charset can grow threefold.
   const bytes = byteLength(text);
   if (bytes <= maxBytes) return text;
   const encoded = Buffer.from(text, "utf8");

@@ -77,9 +77,10 @@ mysql: ## Start MariaDB for MYSQL_URL unless a server listens there
 	esac
 
 	# mysql://user:pass@host:port/db, where host may be an [IPv6] literal.
+	# The host follows the last @, since a password may hold / or @.
 	hostport=$${url#*://}
-	hostport=$${hostport%%[/?]*}
 	hostport=$${hostport##*@}
+	hostport=$${hostport%%[/?]*}
 	case $$hostport in
 	  \[*) host=$${hostport#\[}; host=$${host%%]*}
 	       port=$${hostport#*]}; port=$${port#:} ;;
@@ -180,10 +181,10 @@ mysql: ## Start MariaDB for MYSQL_URL unless a server listens there
 	echo "MariaDB accepts connections on $$address"
 
 start: mysql $(DENO_PREREQ) ## Run the server (reads .env when present)
-	$(DENO) task $(ENV_FILE) start
+	$(strip $(DENO) task -q $(ENV_FILE)) start
 
 test: mysql $(DENO_PREREQ) ## Run all tests against the MySQL at MYSQL_URL
-	$(DENO) test -A $(ENV_FILE)
+	$(strip $(DENO) test -A $(ENV_FILE))
 
 check: $(DENO_PREREQ) ## Check formatting, lint and types
 	$(DENO) fmt --check
@@ -191,7 +192,7 @@ check: $(DENO_PREREQ) ## Check formatting, lint and types
 	$(DENO) check main.ts
 
 db: mysql $(DENO_PREREQ) ## Create the database and apply the schema
-	$(DENO) run -A $(ENV_FILE) main.ts schema
+	$(strip $(DENO) run -A $(ENV_FILE)) main.ts schema
 
 build: $(DENO_PREREQ) ## Compile the server into ./smtpstore
 	@if ! $(DENO) task build; then
@@ -202,4 +203,4 @@ build: $(DENO_PREREQ) ## Compile the server into ./smtpstore
 	fi
 
 bench: mysql $(DENO_PREREQ) ## Measure throughput against MYSQL_URL
-	$(DENO) task $(ENV_FILE) bench
+	$(strip $(DENO) task $(ENV_FILE)) bench

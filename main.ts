@@ -29,7 +29,7 @@ Environment variables (make start also reads them from .env; with Deno,
 deno task --env-file=.env start):
 ${
     CONFIG_VARIABLES.map(([name, meaning, fallback]) =>
-      `  ${name.padEnd(23)} ${meaning}\n  ${"".padEnd(23)} default: ${fallback}`
+      `  ${name.padEnd(27)} ${meaning}\n  ${"".padEnd(27)} default: ${fallback}`
     ).join("\n")
   }
 
@@ -67,11 +67,10 @@ async function connectStore(config: Config): Promise<MysqlStore> {
   if (needed > store.maxRawBytes) {
     await store.close();
     fail(
-      `MAX_MESSAGE_BYTES=${config.maxMessageBytes} is larger than MySQL's ` +
-        `max_allowed_packet=${store.maxAllowedPacket} allows; raise ` +
-        `max_allowed_packet to at least ${
-          needed + 1024
-        } or lower MAX_MESSAGE_BYTES`,
+      `MAX_MESSAGE_BYTES=${config.maxMessageBytes} does not fit MySQL's ` +
+        `max_allowed_packet=${store.maxAllowedPacket} with room for headers; ` +
+        `raise max_allowed_packet to at least ${needed + 1024} or lower ` +
+        "MAX_MESSAGE_BYTES",
       1,
     );
   }
@@ -116,13 +115,22 @@ async function serve(): Promise<void> {
     version: VERSION,
   });
 
-  let stopping = false;
+  let stoppingSince: number | undefined;
   const stop = async (signal: Deno.Signal) => {
-    if (stopping) return;
-    stopping = true;
+    if (stoppingSince !== undefined) {
+      // Ctrl-C reaches the server twice under deno task, from the terminal
+      // and forwarded by the task runner, so only a signal a second or more
+      // after the first stops at once. MySQL rolls back what has not
+      // committed.
+      if (Date.now() - stoppingSince < 1000) return;
+      log("warn", "server_forced_stop", { signal });
+      Deno.exit(1);
+    }
+    stoppingSince = Date.now();
     log("info", "server_stopping", {
       signal,
       sessions: server.connectionCount,
+      grace_seconds: config.shutdownGraceMs / 1000,
     });
     await server.shutdown(config.shutdownGraceMs);
     await store.close();

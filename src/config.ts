@@ -47,12 +47,16 @@ export const CONFIG_VARIABLES = [
   ["MAX_MESSAGE_BYTES", "largest message accepted, in bytes", "10485760"],
   [
     "MAX_BUFFERED_MESSAGE_BYTES",
-    "message bytes held in memory by all sessions",
+    "message bytes in memory (>= MAX_MESSAGE_BYTES)",
     "268435456",
   ],
   ["MAX_RECIPIENTS", "recipients per message", "100"],
   ["MAX_CONNECTIONS", "concurrent sessions", "1000"],
-  ["IDLE_TIMEOUT_SECONDS", "wait for a command before 421", "600"],
+  [
+    "IDLE_TIMEOUT_SECONDS",
+    "wait for a command, and for one message's data",
+    "600",
+  ],
   ["SHUTDOWN_GRACE_SECONDS", "wait for DATA on SIGTERM or SIGINT", "30"],
   ["TLS_CERT_FILE", "PEM certificate, not used yet (no STARTTLS)", "unset"],
   ["TLS_KEY_FILE", "PEM private key, not used yet", "unset"],
@@ -78,6 +82,26 @@ function readInteger(
     );
   }
   return value;
+}
+
+/**
+ * Reads the listening address: an IPv4 or IPv6 address, or a host name
+ * that the system resolves when the server binds.
+ */
+function readListenHost(env: Environment): string {
+  const text = env.SMTP_HOST;
+  if (text === undefined || text === "") return "0.0.0.0";
+  const labels = text.split(".");
+  const isName = labels.every((label) => /^[A-Za-z0-9-]{1,63}$/.test(label));
+  const isIpv4 = labels.length === 4 &&
+    labels.every((label) => /^\d{1,3}$/.test(label) && Number(label) <= 255);
+  const isAllDigits = labels.every((label) => /^\d+$/.test(label));
+  const isIpv6 = text.includes(":") && /^[0-9A-Fa-f:.]+$/.test(text);
+  if (isIpv6 || isIpv4 || (isName && !isAllDigits)) return text;
+  throw new ConfigError(
+    `SMTP_HOST=${JSON.stringify(text)} is invalid: expected an IP address ` +
+      "or a host name",
+  );
 }
 
 function readHostname(env: Environment): string {
@@ -146,16 +170,22 @@ export function loadConfig(env: Environment): Config {
     1,
     1024 * 1024 * 1024,
   );
-  // One message of the largest size must fit in the shared budget.
   const maxBufferedMessageBytes = readInteger(
     env,
     "MAX_BUFFERED_MESSAGE_BYTES",
     Math.max(256 * 1024 * 1024, maxMessageBytes),
-    maxMessageBytes,
+    1,
     Number.MAX_SAFE_INTEGER,
   );
+  // One message of the largest size must fit in the shared budget.
+  if (maxBufferedMessageBytes < maxMessageBytes) {
+    throw new ConfigError(
+      `MAX_BUFFERED_MESSAGE_BYTES=${maxBufferedMessageBytes} is invalid: ` +
+        `expected at least MAX_MESSAGE_BYTES (${maxMessageBytes})`,
+    );
+  }
   return {
-    smtpHost: env.SMTP_HOST || "0.0.0.0",
+    smtpHost: readListenHost(env),
     smtpPort: readInteger(env, "SMTP_PORT", 2525, 0, 65535),
     hostname: readHostname(env),
     mysqlUrl: readMysqlUrl(env),

@@ -67,9 +67,25 @@ export function parseMysqlUrl(url: string): MysqlTarget {
   };
 }
 
-/** Replaces the password of a URL with `***`, for messages and logs. */
+/**
+ * Replaces the password of a URL with `***`, for messages and logs. When
+ * the URL has no host that parses, everything before its last `@` may be a
+ * password, so all of that is replaced.
+ */
 export function redactPassword(url: string): string {
-  return url.replace(/^([^:]*:\/\/[^:@/]*):[^@/]*@/, "$1:***@");
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(url);
+  } catch {
+    parsed = undefined;
+  }
+  if (parsed !== undefined && parsed.host !== "") {
+    if (parsed.password === "") return url;
+    const rest = `${parsed.host}${parsed.pathname}${parsed.search}`;
+    return `${parsed.protocol}//${parsed.username}:***@${rest}`;
+  }
+  const at = url.lastIndexOf("@");
+  return at < 0 ? url : "***" + url.slice(at);
 }
 
 /** Formats `host:port`, with brackets around an IPv6 host. */

@@ -149,10 +149,11 @@ export class Connection {
     this.#closeWith(REPLIES.shuttingDown);
   }
 
-  /** Closes at once, as when the shutdown grace period is over. */
+  /** Sends 421 and closes at once, as when the shutdown grace period is over. */
   forceClose(): void {
+    if (this.#phase === "closed") return;
     this.#endWith("shutdown_forced");
-    this.#close();
+    this.#closeWith(REPLIES.shuttingDown);
   }
 
   /** The reason the session ended; "client_closed" unless another applies. */
@@ -291,16 +292,23 @@ export class Connection {
     this.#closeWith(data ? REPLIES.dataTimeout : REPLIES.idleTimeout);
   }
 
-  /** Writes a last reply while the loop waits on a read, then closes. */
+  /**
+   * Writes a last reply while the loop waits on a read or the store, then
+   * closes; a client that does not read gets at most a second for it.
+   */
   #closeWith(reply: Reply): void {
     const text = this.#pending + this.session.format(reply);
     this.#pending = "";
     this.#phase = "closed";
+    const fallback = setTimeout(() => this.#close(), 1000);
     this.#transport.write(encoder.encode(text))
       .catch(() => {
         // The client has disconnected, so the reply cannot be delivered.
       })
-      .finally(() => this.#close());
+      .finally(() => {
+        clearTimeout(fallback);
+        this.#close();
+      });
   }
 
   #close(): void {

@@ -751,7 +751,7 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
   });
 }
 
-Deno.test("shutdown grace over closes DATA, exits 0", async () => {
+Deno.test("shutdown grace over sends 421, exits 0", async () => {
   const db = await createTestDatabase();
   let client: RawClient | undefined;
   try {
@@ -766,6 +766,8 @@ Deno.test("shutdown grace over closes DATA, exits 0", async () => {
 
       const signalled = Date.now();
       server.signal("SIGTERM");
+      const reply = await client.readReply(5000);
+      assert.equal(reply.code, 421);
       assert.ok(await client.closedByServer(), "server closed the session");
       const waited = Date.now() - signalled;
       assert.ok(waited >= 900, `closed after ${waited} ms, before the grace`);
@@ -775,6 +777,61 @@ Deno.test("shutdown grace over closes DATA, exits 0", async () => {
       assert.equal(status.code, 0);
       await server.waitForLine(/ event=shutdown_grace_over/);
       await server.waitForLine(/ event=server_stop/);
+    } finally {
+      await server.close();
+    }
+    assert.deepEqual(await storedMessages(db), []);
+  } finally {
+    client?.close();
+    await db.close();
+  }
+});
+
+Deno.test("signal twice at once stops gracefully", async () => {
+  const db = await createTestDatabase();
+  let client: RawClient | undefined;
+  try {
+    const server = await startServerProcess({ MYSQL_URL: db.url });
+    try {
+      client = await greetedClient(server.port);
+      // As Ctrl-C under deno task: the terminal's and the forwarded one.
+      server.signal("SIGINT");
+      server.signal("SIGINT");
+      assert.equal((await client.readReply()).code, 421);
+      const status = await server.exited();
+      assert.equal(status.code, 0);
+      await server.waitForLine(/ event=server_stop/);
+    } finally {
+      await server.close();
+    }
+  } finally {
+    client?.close();
+    await db.close();
+  }
+});
+
+Deno.test("second signal stops within the grace period", async () => {
+  const db = await createTestDatabase();
+  let client: RawClient | undefined;
+  try {
+    const server = await startServerProcess({
+      MYSQL_URL: db.url,
+      SHUTDOWN_GRACE_SECONDS: "60",
+    });
+    try {
+      client = await greetedClient(server.port);
+      await startData(client);
+      await client.send("Subject: never finished\r\n\r\nfirst line\r\n");
+
+      server.signal("SIGTERM");
+      await server.waitForLine(/ event=server_stopping .*grace_seconds=60/);
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      const signalled = Date.now();
+      server.signal("SIGINT");
+      const status = await server.exited();
+      assert.equal(status.code, 1);
+      assert.ok(Date.now() - signalled < 10_000, "stopped before the grace");
+      await server.waitForLine(/ event=server_forced_stop signal=SIGINT/);
     } finally {
       await server.close();
     }

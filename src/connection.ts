@@ -176,6 +176,13 @@ export class Connection {
 
   async #serve(): Promise<void> {
     while (this.#phase !== "closed") {
+      // A shutdown that came while replies were being written is answered
+      // before the next command is awaited.
+      if (this.#shuttingDown) {
+        this.#endWith("shutdown");
+        this.#queue(REPLIES.shuttingDown);
+        return await this.#flush();
+      }
       this.#enterPhase("command");
       const line = await this.#reader.readCommandLine();
       if (this.#isClosed()) return;
@@ -196,11 +203,6 @@ export class Connection {
       this.#queue(step.reply);
       if (step.next === "close") {
         this.#endWith(closeReason(step.reply));
-        return await this.#flush();
-      }
-      if (this.#shuttingDown) {
-        this.#endWith("shutdown");
-        this.#queue(REPLIES.shuttingDown);
         return await this.#flush();
       }
       // RFC 2920: replies to a pipelined group may wait until the group has

@@ -58,8 +58,13 @@ export const REPLIES = {
   recipientAccepted: reply(250, "2.1.5", "Recipient OK"),
   messageStored: (id: string) => reply(250, "2.0.0", `OK stored as ${id}`),
   userFound: (mailbox: string) => reply(250, "2.1.5", mailbox),
-  groupMembers: (mailboxes: readonly string[]) =>
-    reply(250, "2.1.5", ...mailboxes),
+  // The lines are passed whole: a large group spread into arguments would
+  // overflow the call stack.
+  groupMembers: (mailboxes: readonly string[]): Reply => ({
+    code: 250,
+    enhancedStatusCode: "2.1.5",
+    lines: mailboxes,
+  }),
   startData: reply(354, undefined, "End data with <CR><LF>.<CR><LF>"),
 
   commandLineTooLong: reply(500, "5.5.2", "Line too long"),

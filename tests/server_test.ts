@@ -683,3 +683,34 @@ Deno.test("connections reset before accept are no errors", async () => {
     assert.deepEqual(failures, []);
   });
 });
+
+Deno.test("shutdown while writing a reply still sends 421", async () => {
+  await withServer({}, async (server) => {
+    // About 9 MB of EXPN reply: more than loopback socket buffers hold, so
+    // the server is still writing when the shutdown starts.
+    await server.database.query(
+      "INSERT INTO mail_groups (name) VALUES ('big')",
+    );
+    await server.database.query(
+      "INSERT INTO group_members (group_id, address) " +
+        "SELECT id, CONCAT('member', seq, '@example.com') " +
+        "FROM mail_groups, seq_1_to_300000",
+    );
+    const client = await RawClient.greeted(server.port);
+    try {
+      await client.send("EXPN big\r\n");
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const shutdown = server.server.shutdown(20_000);
+      const started = Date.now();
+
+      const members = await client.readReply(20_000);
+      assert.equal(members.code, 250);
+      assert.equal(members.lines.length, 300_000);
+      assert.equal((await client.readReply()).code, 421);
+      await shutdown;
+      assert.ok(Date.now() - started < 15_000, "closed before the grace");
+    } finally {
+      client.close();
+    }
+  });
+});

@@ -22,7 +22,7 @@ DENO_PREREQ := $(if $(filter $(TOOLS_DENO),$(DENO)),$(TOOLS_DENO))
 # is missing, so the flag is passed only when .env exists.
 ENV_FILE := $(if $(wildcard .env),--env-file=.env)
 
-.PHONY: help deno mysql start test check db build bench
+.PHONY: help deno mysql start test check db build bundle bench
 
 help: ## List the targets (the default)
 	@echo "Usage: make TARGET [MYSQL_URL=mysql://user:pass@host:port/db]"
@@ -201,6 +201,9 @@ build: $(DENO_PREREQ) ## Compile the server into ./smtpstore
 	    "host is unreachable from here" >&2
 	  exit 1
 	fi
+
+bundle: $(DENO_PREREQ) ## Bundle the server into ./smtpstore.js (no denort needed)
+	$(DENO) bundle --platform deno -o smtpstore.js main.ts
 
 bench: mysql $(DENO_PREREQ) ## Measure throughput against MYSQL_URL
 	$(strip $(DENO) task $(ENV_FILE)) bench

@@ -191,8 +191,13 @@ export async function extractFields(
   try {
     email = await PostalMime.parse(message);
   } catch (error) {
-    // postal-mime 4.2.0 throws past its limits: 2 MiB of header lines, each
-    // counted as at least 64 bytes, 10000 parts or 256 levels of nesting.
+    // postal-mime 4.2.0 throws past its limits, named as it defines them:
+    // - maxHeadersSize (EMAXHEADERSIZE): 2 MiB of header lines in the whole
+    //   message, each line counted as at least 64 bytes.
+    // - maxPartCount (EMAXPARTCOUNT): 10000 MIME parts in the whole message.
+    // - maxNestingDepth (EMAXNESTINGDEPTH): 256 levels of multipart nesting.
+    // - maxForwardedAddresses (EMAXFORWARDEDADDRESSES): 10000 From, To, Cc
+    //   and Bcc addresses in all inline message/rfc822 parts together.
     log("warn", "message_parse_failed", { error: describeError(error) });
     return extractTopLevelFields(message);
   }

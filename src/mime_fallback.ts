@@ -135,18 +135,30 @@ function unfoldFieldBody(lines: readonly Uint8Array[]): string {
   return trimWhitespace(value.replace(/[\r\n]+/g, " "));
 }
 
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const headerUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
  * Decodes a header line as UTF-8 (RFC 6532), or as windows-1252 when it is
  * not valid UTF-8, as postal-mime 4.2.0 does for raw 8-bit header text.
  */
 function decodeHeaderLine(line: Uint8Array): string {
+  return decodeUtf8OrWindows1252(line, headerUtf8);
+}
+
+/**
+ * Decodes bytes with a fatal UTF-8 decoder, or as windows-1252 when they are
+ * not well-formed UTF-8, as postal-mime 4.2.0 does for text without a
+ * charset.
+ */
+function decodeUtf8OrWindows1252(
+  bytes: Uint8Array,
+  strictUtf8: TextDecoder,
+): string {
   try {
-    return strictUtf8.decode(line);
+    return strictUtf8.decode(bytes);
   } catch (error) {
     if (!(error instanceof TypeError)) throw error;
-    return windows1252.decode(line);
+    return windows1252.decode(bytes);
   }
 }
 
@@ -172,7 +184,7 @@ function extractTopLevelBody(part: TopLevelPart): string {
 
   const encoding = part.fields.get("content-transfer-encoding");
   const bytes = decodeTransferEncoding(part.body, encoding);
-  const text = decodeCharset(bytes, contentType.charset);
+  const text = decodeText(bytes, contentType.charset, isHtml);
   return toLfLineEnds(isHtml ? htmlToText(text) : text);
 }
 
@@ -187,21 +199,186 @@ interface ContentType {
  * `/`, is text/plain (RFC 2045 5.2).
  */
 function parseContentType(value: string | undefined): ContentType {
-  const [type = "", ...parameters] = (value ?? "").split(";");
-  const mediaType = trimWhitespace(type).toLowerCase();
-  let charset: string | undefined;
-  for (const parameter of parameters) {
-    const equals = parameter.indexOf("=");
-    const name = trimWhitespace(parameter.slice(0, equals)).toLowerCase();
-    if (equals >= 0 && name === "charset") {
-      charset = trimWhitespace(parameter.slice(equals + 1)).replace(/"/g, "");
-      break;
-    }
-  }
+  const field = parseStructuredField(removeComments(value ?? ""));
+  const mediaType = field.value.toLowerCase();
+  // NOTE: RFC 2231 parameters such as `charset*=utf-8''iso-8859-1` are
+  // ignored, so such a body is decoded as if it had no charset, where
+  // postal-mime 4.2.0 decodes the parameter.
   return {
     mediaType: mediaType.includes("/") ? mediaType : "text/plain",
-    charset,
+    charset: field.parameters.get("charset"),
   };
+}
+
+/**
+ * Removes RFC 5322 comments, which may nest, from a structured field body,
+ * by the rules of postal-mime 4.2.0. A backslash escapes the next character
+ * and a quoted string contains no comment. Inside a parameter value a `(`
+ * opens a comment only after SP or HTAB, so `name=a(1).txt` keeps its
+ * parentheses.
+ * An unclosed comment is removed when no `;` follows it, and otherwise the
+ * text is returned unchanged, so that the parameters after it stay.
+ */
+function removeComments(text: string): string {
+  const keptRuns: string[] = [];
+  let keptStart = 0;
+  let depth = 0;
+  let commentStart = -1;
+  let inQuotes = false;
+  let inParameterValue = false;
+  let isEscaped = false;
+  let lastKept = "";
+  for (let i = 0; i < text.length; i++) {
+    const char = text.charAt(i);
+    if (isEscaped) {
+      isEscaped = false;
+    } else if (char === "\\") {
+      isEscaped = true;
+    } else if (char === '"' && depth === 0) {
+      inQuotes = !inQuotes;
+    } else if (!inQuotes) {
+      const opensComment = char === "(" &&
+        (!inParameterValue || isWhitespace(lastKept));
+      if (opensComment || (char === ")" && depth > 0)) {
+        if (depth === 0) {
+          keptRuns.push(text.slice(keptStart, i));
+          commentStart = i;
+        }
+        depth += opensComment ? 1 : -1;
+        keptStart = i + 1;
+        continue;
+      }
+      if (depth === 0 && char === "=") inParameterValue = true;
+      if (depth === 0 && char === ";") inParameterValue = false;
+    }
+    if (depth === 0) lastKept = char;
+  }
+
+  if (depth === 0) {
+    keptRuns.push(text.slice(keptStart));
+    return keptRuns.join("");
+  }
+  return text.includes(";", commentStart) ? text : keptRuns.join("");
+}
+
+/** A structured field body: its value and its parameters by lower-case name. */
+interface StructuredField {
+  readonly value: string;
+  readonly parameters: ReadonlyMap<string, string>;
+}
+
+/**
+ * Splits a structured field body without comments at each `;` outside a
+ * quoted string into its value and parameters (RFC 2045 5.1). As in
+ * postal-mime 4.2.0, the first of two parameters with one name wins and a
+ * parameter without `=` has the value "".
+ */
+function parseStructuredField(text: string): StructuredField {
+  const first = readParameterValue(text, 0);
+  const parameters = new Map<string, string>();
+  let position = first.end;
+  while (position < text.length) {
+    const nameStart = position + 1;
+    let nameEnd = nameStart;
+    while (nameEnd < text.length && !isNameEnd(text.charAt(nameEnd))) {
+      nameEnd++;
+    }
+    const name = text.slice(nameStart, nameEnd).trim().toLowerCase();
+    let value = "";
+    position = nameEnd;
+    if (text.charAt(nameEnd) === "=") {
+      const parsed = readParameterValue(text, nameEnd + 1);
+      value = parsed.value;
+      position = parsed.end;
+    }
+    if (name !== "" && !parameters.has(name)) parameters.set(name, value);
+  }
+  return { value: first.value, parameters };
+}
+
+function isNameEnd(char: string): boolean {
+  return char === "=" || char === ";";
+}
+
+/** A value read from a field body, and the index of the `;` or end after it. */
+interface ValueEnd {
+  readonly value: string;
+  readonly end: number;
+}
+
+/**
+ * Reads a value from `start` to the next `;` outside a quoted string. SP and
+ * HTAB around it are dropped, and a quoted string is unquoted with its
+ * quoted-pairs resolved (RFC 5322 3.2.4). Text between a closing quote and
+ * the `;` is dropped, because a value is a token or a quoted string (RFC
+ * 2045 5.1), not both.
+ */
+function readParameterValue(text: string, start: number): ValueEnd {
+  const pieces: string[] = [];
+  let spaceStart = -1;
+  let position = start;
+  while (position < text.length) {
+    const char = text.charAt(position);
+    if (char === ";") break;
+
+    if (isWhitespace(char)) {
+      if (spaceStart < 0) spaceStart = position;
+      position++;
+      continue;
+    }
+
+    if (spaceStart >= 0 && pieces.length > 0) {
+      pieces.push(text.slice(spaceStart, position));
+    }
+    spaceStart = -1;
+    if (char === '"') {
+      const quoted = readQuotedString(text, position + 1);
+      pieces.push(quoted.value);
+      const semicolon = text.indexOf(";", quoted.end);
+      const end = semicolon < 0 ? text.length : semicolon;
+      return { value: pieces.join(""), end };
+    }
+
+    let tokenEnd = position + 1;
+    while (tokenEnd < text.length && !isTokenEnd(text.charAt(tokenEnd))) {
+      tokenEnd++;
+    }
+    pieces.push(text.slice(position, tokenEnd));
+    position = tokenEnd;
+  }
+  return { value: pieces.join(""), end: position };
+}
+
+function isTokenEnd(char: string): boolean {
+  return char === ";" || char === '"' || isWhitespace(char);
+}
+
+/**
+ * Reads the content of a quoted string that starts after its opening quote,
+ * with each backslash removed and the character after it kept. An unclosed
+ * quoted string runs to the end of the text.
+ */
+function readQuotedString(text: string, start: number): ValueEnd {
+  const pieces: string[] = [];
+  let runStart = start;
+  let position = start;
+  while (position < text.length) {
+    const char = text.charAt(position);
+    if (char === '"') {
+      pieces.push(text.slice(runStart, position));
+      return { value: pieces.join(""), end: position + 1 };
+    }
+
+    if (char === "\\") {
+      pieces.push(text.slice(runStart, position));
+      runStart = position + 1;
+      position += 2;
+    } else {
+      position++;
+    }
+  }
+  pieces.push(text.slice(runStart));
+  return { value: pieces.join(""), end: text.length };
 }
 
 /**
@@ -212,10 +389,30 @@ function decodeTransferEncoding(
   bytes: Uint8Array,
   encoding: string | undefined,
 ): Uint8Array {
-  const mechanism = trimWhitespace(encoding ?? "").toLowerCase();
+  const mechanism = readMechanism(encoding ?? "");
   if (mechanism === "base64") return decodeBase64(bytes);
   if (mechanism === "quoted-printable") return decodeQuotedPrintable(bytes);
   return bytes;
+}
+
+/**
+ * Returns the lower-case token that starts a Content-Transfer-Encoding field
+ * body once comments are removed, as postal-mime 4.2.0 reads it: `base64
+ * (note)` and `base64 x` are base64, and a quoted `"base64"` is no mechanism.
+ */
+function readMechanism(value: string): string {
+  const text = removeComments(value).toLowerCase();
+  let start = 0;
+  while (isWhitespace(text.charAt(start))) start++;
+  let end = start;
+  while (end < text.length && isMechanismChar(text.charCodeAt(end))) end++;
+  return text.slice(start, end);
+}
+
+/** Returns whether a UTF-16 code unit is an ASCII letter, digit, `_` or `-`. */
+function isMechanismChar(code: number): boolean {
+  return (code >= 0x30 && code <= 0x39) || (code >= 0x61 && code <= 0x7a) ||
+    (code >= 0x41 && code <= 0x5a) || code === 0x5f || code === 0x2d;
 }
 
 /** The value of each base64 character by its byte, -1 for other bytes. */
@@ -228,9 +425,11 @@ const BASE64_VALUES = (() => {
 })();
 
 /**
- * Decodes base64, skipping line breaks, padding and every other byte outside
- * the alphabet. Bits left over at the end that make no whole byte are
- * dropped, so truncated input keeps the bytes it has.
+ * Decodes base64 as postal-mime 4.2.0 does, skipping line breaks and every
+ * other byte outside the alphabet. Each `=` ends a group: the bits that make
+ * no whole byte are dropped and the next character starts a new group, so a
+ * body that pads every line decodes line by line. Truncated input keeps the
+ * bytes it has.
  */
 function decodeBase64(bytes: Uint8Array): Uint8Array {
   const output = new Uint8Array(Math.ceil((bytes.length * 3) / 4));
@@ -238,6 +437,12 @@ function decodeBase64(bytes: Uint8Array): Uint8Array {
   let buffer = 0;
   let bitCount = 0;
   for (const byte of bytes) {
+    if (byte === 0x3d) {
+      buffer = 0;
+      bitCount = 0;
+      continue;
+    }
+
     const value = BASE64_VALUES[byte] ?? -1;
     if (value < 0) continue;
 
@@ -287,20 +492,109 @@ function hexDigitValue(byte: number | undefined): number {
   return -1;
 }
 
+/** The TextDecoder members that decodeText uses. */
+type Decoder = Pick<TextDecoder, "encoding" | "decode">;
+
 const utf8 = new TextDecoder();
+const bodyUtf8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
- * Decodes text in the charset that the label names, or as UTF-8 with
- * U+FFFD for invalid bytes when the label is missing or unknown.
+ * Decodes a text body as postal-mime 4.2.0 does: in the declared charset,
+ * else for HTML in the charset that a `<meta>` tag names, else as UTF-8 when
+ * the bytes are well-formed UTF-8 and as windows-1252 when not. A label that
+ * names no encoding counts as no charset.
  */
-function decodeCharset(bytes: Uint8Array, charset: string | undefined): string {
-  if (charset === undefined || charset === "") return utf8.decode(bytes);
+function decodeText(
+  bytes: Uint8Array,
+  charset: string | undefined,
+  isHtml: boolean,
+): string {
+  if (charset !== undefined && charset !== "") {
+    const decoder = findDecoder(charset, bytes);
+    if (decoder === null) return decodeUtf8OrWindows1252(bytes, bodyUtf8);
+    return decoder.decode(bytes);
+  }
+
+  const metaCharset = isHtml ? findMetaCharset(bytes) : null;
+  const decoder = metaCharset === null ? null : findDecoder(metaCharset, bytes);
+  // A <meta> tag readable as ASCII rules out UTF-16, and postal-mime reads
+  // x-user-defined there as windows-1252.
+  if (decoder === null || decoder.encoding.startsWith("utf-16")) {
+    return decodeUtf8OrWindows1252(bytes, bodyUtf8);
+  }
+  if (decoder.encoding === "x-user-defined") return windows1252.decode(bytes);
+  return decoder.decode(bytes);
+}
+
+/**
+ * Encoding Standard labels of the replacement encoding, which TextDecoder
+ * rejects and which a browser and postal-mime 4.2.0 decode as one U+FFFD.
+ */
+const REPLACEMENT_LABELS = new Set([
+  "csiso2022kr",
+  "hz-gb-2312",
+  "iso-2022-cn",
+  "iso-2022-cn-ext",
+  "iso-2022-kr",
+  "replacement",
+]);
+
+const replacementDecoder: Decoder = {
+  encoding: "replacement",
+  decode: (input) =>
+    input !== undefined && input.byteLength > 0 ? "\ufffd" : "",
+};
+
+/**
+ * Returns the decoder that postal-mime 4.2.0 picks for a charset label, or
+ * null when the label names no encoding. Of the UTF-16 labels it accepts
+ * only utf-16, utf16, utf_16, utf-16le and utf-16be. Under the first three a
+ * byte order mark picks the byte order, which is little-endian without one.
+ */
+function findDecoder(charset: string, bytes: Uint8Array): Decoder | null {
+  const label = charset.trim().toLowerCase();
+  if (REPLACEMENT_LABELS.has(label)) return replacementDecoder;
+  if (label === "utf-16" || label === "utf16" || label === "utf_16") {
+    const isBigEndian = bytes[0] === 0xfe && bytes[1] === 0xff;
+    return new TextDecoder(isBigEndian ? "utf-16be" : "utf-16le");
+  }
+
+  // NOTE: postal-mime 4.2.0 also maps labels outside the Encoding Standard
+  // (cp932, euc_jp, x-big5 and the like) through its own alias table, and
+  // such a body is decoded here as if it had no charset.
+  let decoder: TextDecoder;
   try {
-    return new TextDecoder(charset).decode(bytes);
+    decoder = new TextDecoder(label);
   } catch (error) {
     if (!(error instanceof RangeError)) throw error;
-    return utf8.decode(bytes);
+    return null;
   }
+  const isUtf16 = decoder.encoding.startsWith("utf-16");
+  return isUtf16 && decoder.encoding !== label ? null : decoder;
+}
+
+/** Bytes of an HTML body searched for a `<meta>` charset, as in a browser. */
+const META_PRESCAN_BYTES = 1024;
+
+/** `charset=` in a `<meta charset>` or `<meta http-equiv>` tag. */
+const META_CHARSET = /charset\s*=\s*["']?\s*([^\s"';>]+)/;
+
+/**
+ * Returns the charset label that the first `<meta>` tag naming one gives in
+ * the first 1024 bytes of an HTML body, or null when no tag does.
+ */
+function findMetaCharset(bytes: Uint8Array): string | null {
+  const head = utf8.decode(bytes.subarray(0, META_PRESCAN_BYTES)).toLowerCase();
+  let tagStart = head.indexOf("<meta");
+  while (tagStart >= 0) {
+    const tagClose = head.indexOf(">", tagStart);
+    const tagEnd = tagClose < 0 ? head.length : tagClose;
+    const match = META_CHARSET.exec(head.slice(tagStart, tagEnd));
+    if (match?.[1] !== undefined) return match[1];
+
+    tagStart = head.indexOf("<meta", tagEnd);
+  }
+  return null;
 }
 
 function isWhitespace(char: string | undefined): boolean {

@@ -756,14 +756,14 @@ const FALLBACK_CASES: readonly {
     expected: { subject: "", date: null, body: "na\u00efve\n" },
   },
   {
-    name: "invalid UTF-8 with replacement",
+    name: "invalid UTF-8 as windows-1252",
     data: Uint8Array.from([
       ...message(["Subject: bad bytes", ...FILLER_LINES, ""]),
       0x61,
       0xff,
       0x62,
     ]),
-    expected: { subject: "bad bytes", date: null, body: "a\ufffdb" },
+    expected: { subject: "bad bytes", date: null, body: "a\u00ffb" },
   },
   {
     name: "html as text",
@@ -846,6 +846,141 @@ Deno.test("extractFields falls back past parser limits", async (t) => {
           testCase.expected.date,
         );
         assert.equal(fields.body, testCase.expected.body);
+        assert.equal(logLines.length, 1);
+        assert.match(logLines[0] ?? "", / warn event=message_parse_failed /);
+      });
+    }
+  } finally {
+    setLogSink(previousSink);
+  }
+});
+
+/**
+ * Bodies that the fallback must decode as postal-mime 4.2.0 does. Header and
+ * body lines are written one byte per character, so `\xe9` is a raw byte.
+ */
+const BODY_AGREEMENT_CASES: readonly {
+  name: string;
+  headers: readonly string[];
+  body: readonly string[];
+  expected: string;
+}[] = [
+  {
+    name: "base64 padded on each line",
+    headers: ["Content-Transfer-Encoding: base64"],
+    body: ["aGVsbG8g", "d29ybGQ=", "IGFnYWlu"],
+    expected: "hello world again",
+  },
+  {
+    name: "base64 padded groups",
+    headers: ["Content-Transfer-Encoding: base64"],
+    body: ["aGk=", "dGhlcmU="],
+    expected: "hithere",
+  },
+  {
+    name: "Content-Transfer-Encoding with comment",
+    headers: ["Content-Transfer-Encoding: base64 (encoded)"],
+    body: ["aGk="],
+    expected: "hi",
+  },
+  {
+    name: "Content-Type with comment",
+    headers: ["Content-Type: text/plain (comment); charset=iso-8859-1"],
+    body: ["caf\xe9"],
+    expected: "caf\u00e9\n",
+  },
+  {
+    name: "nested comments around charset",
+    headers: [
+      "Content-Type: text/plain (a (b)); charset= (latin 2) iso-8859-2 (c)",
+    ],
+    body: ["\xb1"],
+    expected: "\u0105\n",
+  },
+  {
+    name: "semicolon in quoted parameter",
+    headers: [
+      'Content-Type: text/plain; name="a;charset=utf-16"; charset=iso-8859-1',
+    ],
+    body: ["caf\xe9"],
+    expected: "caf\u00e9\n",
+  },
+  {
+    name: "quoted-pair in charset",
+    headers: ['Content-Type: text/plain; charset="iso\\-8859-2"'],
+    body: ["\xb1"],
+    expected: "\u0105\n",
+  },
+  {
+    name: "8-bit without charset as windows-1252",
+    headers: ["Subject: no charset"],
+    body: ["caf\xe9 \x80"],
+    expected: "caf\u00e9 \u20ac\n",
+  },
+  {
+    name: "UTF-8 without charset",
+    headers: ["Subject: no charset"],
+    body: ["caf\xc3\xa9"],
+    expected: "caf\u00e9\n",
+  },
+  {
+    name: "unknown charset as windows-1252",
+    headers: ["Content-Type: text/plain; charset=x-unknown"],
+    body: ["caf\xe9"],
+    expected: "caf\u00e9\n",
+  },
+  {
+    name: "html charset from meta tag",
+    headers: ["Content-Type: text/html"],
+    body: ['<meta charset="iso-8859-2"><p>\xb1</p>'],
+    expected: "\u0105",
+  },
+  {
+    name: "replacement charset",
+    headers: ["Content-Type: text/plain; charset=iso-2022-kr"],
+    body: ["<b>"],
+    expected: "\ufffd",
+  },
+  {
+    name: "utf-16 with big-endian byte order mark",
+    headers: [
+      "Content-Type: text/plain; charset=utf-16",
+      "Content-Transfer-Encoding: base64",
+    ],
+    body: [base64(Uint8Array.from([0xfe, 0xff, 0x00, 0x68, 0x00, 0x69]))],
+    expected: "hi",
+  },
+];
+
+/** Joins lines with CRLF and encodes each character as one byte. */
+function latin1Message(lines: readonly string[]): Uint8Array {
+  return latin1Bytes(lines.map((line) => `${line}\r\n`).join(""));
+}
+
+Deno.test("extractFields fallback body matches postal-mime", async (t) => {
+  const logLines: string[] = [];
+  const previousSink = setLogSink((line) => logLines.push(line));
+  try {
+    for (const testCase of BODY_AGREEMENT_CASES) {
+      await t.step(testCase.name, async () => {
+        logLines.length = 0;
+
+        const parsed = await extractFields(
+          latin1Message([...testCase.headers, "", ...testCase.body]),
+        );
+        const parsedLogCount = logLines.length;
+        const fallback = await extractFields(
+          latin1Message([
+            ...testCase.headers,
+            ...FILLER_LINES,
+            "",
+            ...testCase.body,
+          ]),
+        );
+
+        assert.equal(parsed.body, testCase.expected);
+        assert.equal(parsedLogCount, 0);
+        assert.equal(fallback.body, testCase.expected);
         assert.equal(logLines.length, 1);
         assert.match(logLines[0] ?? "", / warn event=message_parse_failed /);
       });

@@ -5,6 +5,7 @@ import {
   type NewMessage,
   openStore,
   splitStatements,
+  type StoreOptions,
   StoreUnavailableError,
 } from "../src/store.ts";
 import { createTestDatabase, type TestDatabase } from "./helpers/database.ts";
@@ -66,6 +67,34 @@ function proxiedUrl(db: TestDatabase, proxy: TcpProxy): string {
 function startProxy(db: TestDatabase): TcpProxy {
   const port = new URL(db.url).port;
   return TcpProxy.start(port === "" ? 3306 : Number(port));
+}
+
+interface ProxiedStore {
+  readonly db: TestDatabase;
+  readonly proxy: TcpProxy;
+  readonly store: MysqlStore;
+}
+
+/**
+ * Runs a test against a store that reaches a fresh database through a TCP
+ * proxy, closing store, proxy and database after.
+ */
+async function withProxiedStore(
+  options: StoreOptions,
+  test: (fixture: ProxiedStore) => Promise<void>,
+): Promise<void> {
+  await withDatabase(async (db) => {
+    const proxy = startProxy(db);
+    let store: MysqlStore | undefined;
+    try {
+      store = await openStore(proxiedUrl(db, proxy), options);
+      await test({ db, proxy, store });
+    } finally {
+      proxy.restore();
+      await store?.close();
+      await proxy.close();
+    }
+  });
 }
 
 function countEvents(lines: string[], event: string): number {
@@ -508,38 +537,29 @@ Deno.test("close is idempotent and later calls fail", async () => {
 });
 
 Deno.test("store recovers after connections are cut", async () => {
-  await withDatabase(async (db) => {
-    const proxy = startProxy(db);
-    let store: MysqlStore | undefined;
-    try {
-      store = await openStore(proxiedUrl(db, proxy), {
-        connectionLimit: 2,
-        queryTimeoutMs: 10_000,
-      });
-      await store.insertMessage(message({ subject: "before" }));
-      assert.ok(proxy.connectionCount >= 1);
+  await withProxiedStore({
+    connectionLimit: 2,
+    queryTimeoutMs: 10_000,
+  }, async ({ db, proxy, store }) => {
+    await store.insertMessage(message({ subject: "before" }));
+    assert.ok(proxy.connectionCount >= 1);
 
-      await proxy.cut();
-      const started = Date.now();
-      await assert.rejects(
-        store.insertMessage(message({ subject: "during" })),
-        StoreUnavailableError,
-      );
-      await assert.rejects(store.findUsers("alice"), StoreUnavailableError);
-      await assert.rejects(store.expandGroup("staff"), StoreUnavailableError);
-      assert.ok(Date.now() - started < 2000, "failure took too long");
+    await proxy.cut();
+    const started = Date.now();
+    await assert.rejects(
+      store.insertMessage(message({ subject: "during" })),
+      StoreUnavailableError,
+    );
+    await assert.rejects(store.findUsers("alice"), StoreUnavailableError);
+    await assert.rejects(store.expandGroup("staff"), StoreUnavailableError);
+    assert.ok(Date.now() - started < 2000, "failure took too long");
 
-      proxy.restore();
-      await store.insertMessage(message({ subject: "after" }));
-      assert.deepEqual(await store.findUsers("nobody"), []);
+    proxy.restore();
+    await store.insertMessage(message({ subject: "after" }));
+    assert.deepEqual(await store.findUsers("nobody"), []);
 
-      const rows = await db.query("SELECT subject FROM messages ORDER BY id");
-      assert.deepEqual(rows.map((row) => row.subject), ["before", "after"]);
-    } finally {
-      proxy.restore();
-      await store?.close();
-      await proxy.close();
-    }
+    const rows = await db.query("SELECT subject FROM messages ORDER BY id");
+    assert.deepEqual(rows.map((row) => row.subject), ["before", "after"]);
   });
 });
 
@@ -619,49 +639,40 @@ Deno.test("store logs each availability change once", async () => {
 });
 
 Deno.test("statement on silent network times out", async () => {
-  await withDatabase(async (db) => {
-    const proxy = startProxy(db);
-    let store: MysqlStore | undefined;
-    try {
-      store = await openStore(proxiedUrl(db, proxy), {
-        connectionLimit: 2,
-        queryTimeoutMs: 500,
-        connectTimeoutMs: 500,
-      });
-      await store.insertMessage(message({ subject: "before" }));
+  await withProxiedStore({
+    connectionLimit: 2,
+    queryTimeoutMs: 500,
+    connectTimeoutMs: 500,
+  }, async ({ db, proxy, store }) => {
+    await store.insertMessage(message({ subject: "before" }));
 
-      proxy.stall();
-      let started = Date.now();
-      await assert.rejects(
-        store.insertMessage(message({ subject: "lost" })),
-        (error: Error) => {
-          assert.ok(error instanceof StoreUnavailableError);
-          assert.match(error.message, /timed out/);
-          return true;
-        },
-      );
-      let elapsed = Date.now() - started;
-      assert.ok(elapsed >= 400, `took ${elapsed} ms`);
-      assert.ok(elapsed < 3000, `took ${elapsed} ms`);
+    proxy.stall();
+    let started = Date.now();
+    await assert.rejects(
+      store.insertMessage(message({ subject: "lost" })),
+      (error: Error) => {
+        assert.ok(error instanceof StoreUnavailableError);
+        assert.match(error.message, /timed out/);
+        return true;
+      },
+    );
+    let elapsed = Date.now() - started;
+    assert.ok(elapsed >= 400, `took ${elapsed} ms`);
+    assert.ok(elapsed < 3000, `took ${elapsed} ms`);
 
-      // A new connection gets no handshake from the silent network.
-      await proxy.cut();
-      proxy.restore();
-      proxy.stall();
-      started = Date.now();
-      await assert.rejects(store.findUsers("alice"), StoreUnavailableError);
-      elapsed = Date.now() - started;
-      assert.ok(elapsed < 3000, `took ${elapsed} ms`);
+    // A new connection gets no handshake from the silent network.
+    await proxy.cut();
+    proxy.restore();
+    proxy.stall();
+    started = Date.now();
+    await assert.rejects(store.findUsers("alice"), StoreUnavailableError);
+    elapsed = Date.now() - started;
+    assert.ok(elapsed < 3000, `took ${elapsed} ms`);
 
-      proxy.restore();
-      await store.insertMessage(message({ subject: "after" }));
-      const rows = await db.query("SELECT subject FROM messages ORDER BY id");
-      assert.deepEqual(rows.map((row) => row.subject), ["before", "after"]);
-    } finally {
-      proxy.restore();
-      await store?.close();
-      await proxy.close();
-    }
+    proxy.restore();
+    await store.insertMessage(message({ subject: "after" }));
+    const rows = await db.query("SELECT subject FROM messages ORDER BY id");
+    assert.deepEqual(rows.map((row) => row.subject), ["before", "after"]);
   });
 });
 
@@ -695,11 +706,9 @@ Deno.test("close finishes while network is silent", async () => {
 });
 
 Deno.test("cut during insert stores all or nothing", async () => {
-  await withDatabase(async (db) => {
-    const proxy = startProxy(db);
-    let store: MysqlStore | undefined;
-    try {
-      store = await openStore(proxiedUrl(db, proxy), { connectionLimit: 2 });
+  await withProxiedStore(
+    { connectionLimit: 2 },
+    async ({ db, proxy, store }) => {
       const raw = new Uint8Array(8 * 1024 * 1024).fill(0x42);
       const pending = store.insertMessage(message({ subject: "big", raw }));
       await new Promise((resolve) => setTimeout(resolve, 5));
@@ -720,58 +729,45 @@ Deno.test("cut during insert stores all or nothing", async () => {
       );
       assert.equal(messages.length, stored ? 1 : 0);
       assert.equal(await countRows(db, "message_recipients"), stored ? 1 : 0);
-    } finally {
-      proxy.restore();
-      await store?.close();
-      await proxy.close();
-    }
-  });
+    },
+  );
 });
 
 Deno.test("pool leaks no connections after failures", async () => {
-  await withDatabase(async (db) => {
-    const proxy = startProxy(db);
-    let store: MysqlStore | undefined;
-    try {
-      store = await openStore(proxiedUrl(db, proxy), {
-        connectionLimit: 3,
-        queryTimeoutMs: 2000,
-      });
-      for (let round = 0; round < 3; round++) {
-        await Promise.all(
-          Array.from({ length: 6 }, () => store!.insertMessage(message())),
-        );
-        await proxy.cut();
-        const failures = await Promise.allSettled(
-          Array.from({ length: 20 }, () => store!.insertMessage(message())),
-        );
-        for (const failure of failures) {
-          assert.equal(failure.status, "rejected");
-          const reason = (failure as PromiseRejectedResult).reason;
-          assert.ok(reason instanceof StoreUnavailableError, String(reason));
-        }
-        proxy.restore();
-      }
-
-      // A pool that kept dead connections would wait for a free one here
-      // and time out.
+  await withProxiedStore({
+    connectionLimit: 3,
+    queryTimeoutMs: 2000,
+  }, async ({ db, proxy, store }) => {
+    for (let round = 0; round < 3; round++) {
       await Promise.all(
-        Array.from({ length: 10 }, () => store!.insertMessage(message())),
+        Array.from({ length: 6 }, () => store!.insertMessage(message())),
       );
-      assert.ok(proxy.connectionCount <= 3, `${proxy.connectionCount} open`);
-      assert.equal(await countRows(db, "messages"), 3 * 6 + 10);
-
-      const processes = await db.query(
-        "SELECT COUNT(*) AS n FROM information_schema.processlist" +
-          " WHERE db = ?",
-        [db.name],
+      await proxy.cut();
+      const failures = await Promise.allSettled(
+        Array.from({ length: 20 }, () => store!.insertMessage(message())),
       );
-      // The proxied store, the helper's store and the helper connection.
-      assert.ok(Number(processes[0]?.n) <= 3 + 1 + 1);
-    } finally {
+      for (const failure of failures) {
+        assert.equal(failure.status, "rejected");
+        const reason = (failure as PromiseRejectedResult).reason;
+        assert.ok(reason instanceof StoreUnavailableError, String(reason));
+      }
       proxy.restore();
-      await store?.close();
-      await proxy.close();
     }
+
+    // A pool that kept dead connections would wait for a free one here
+    // and time out.
+    await Promise.all(
+      Array.from({ length: 10 }, () => store!.insertMessage(message())),
+    );
+    assert.ok(proxy.connectionCount <= 3, `${proxy.connectionCount} open`);
+    assert.equal(await countRows(db, "messages"), 3 * 6 + 10);
+
+    const processes = await db.query(
+      "SELECT COUNT(*) AS n FROM information_schema.processlist" +
+        " WHERE db = ?",
+      [db.name],
+    );
+    // The proxied store, the helper's store and the helper connection.
+    assert.ok(Number(processes[0]?.n) <= 3 + 1 + 1);
   });
 });

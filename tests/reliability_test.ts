@@ -23,7 +23,10 @@ import {
   type TestServer,
   withServer,
 } from "./helpers/server.ts";
-import { startServerProcess } from "./helpers/server_process.ts";
+import {
+  type ServerProcess,
+  startServerProcess,
+} from "./helpers/server_process.ts";
 import { type ParsedReply, RawClient } from "./helpers/smtp_client.ts";
 import { StatementProxy } from "./helpers/statement_proxy.ts";
 import { TcpProxy } from "./helpers/tcp_proxy.ts";
@@ -696,150 +699,144 @@ async function assertRefused(port: number): Promise<void> {
 
 const MARKER = "marker-b7c2e9f41d";
 
+interface ProcessFixture {
+  readonly db: TestDatabase;
+  readonly server: ServerProcess;
+  /** Clients the test opens; closed after it. */
+  readonly clients: RawClient[];
+}
+
+/**
+ * Runs a test against main.ts started as a process on a fresh database,
+ * then closes the clients, the process and the database.
+ */
+async function withServerProcess(
+  env: Record<string, string>,
+  test: (fixture: ProcessFixture) => Promise<void>,
+): Promise<void> {
+  const db = await createTestDatabase();
+  const clients: RawClient[] = [];
+  try {
+    const server = await startServerProcess({ MYSQL_URL: db.url, ...env });
+    try {
+      await test({ db, server, clients });
+    } finally {
+      await server.close();
+    }
+  } finally {
+    for (const client of clients) client.close();
+    await db.close();
+  }
+}
+
+/** Opens a session and sends the envelope up to DATA's 354. */
+async function clientInData(fixture: ProcessFixture): Promise<RawClient> {
+  const client = await greetedClient(fixture.server.port);
+  fixture.clients.push(client);
+  await startData(client);
+  return client;
+}
+
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   Deno.test(`${signal} lets DATA finish and exits 0`, async () => {
-    const db = await createTestDatabase();
-    const clients: RawClient[] = [];
-    try {
-      const server = await startServerProcess({
-        MYSQL_URL: db.url,
-        SMTP_HOSTNAME: "mx.test.example",
-        SHUTDOWN_GRACE_SECONDS: "10",
-        LOG_LEVEL: "debug",
-      });
-      try {
-        const idle = await greetedClient(server.port);
-        clients.push(idle);
-        const sending = await greetedClient(server.port);
-        clients.push(sending);
-        await startData(sending);
-        const data = messageData(`${MARKER} subject`, `${MARKER} body\r\n`);
-        const split = data.indexOf("\r\n\r\n");
-        await sending.send(data.slice(0, split));
+    const env = {
+      SMTP_HOSTNAME: "mx.test.example",
+      SHUTDOWN_GRACE_SECONDS: "10",
+      LOG_LEVEL: "debug",
+    };
+    await withServerProcess(env, async (fixture) => {
+      const { db, server, clients } = fixture;
+      const idle = await greetedClient(server.port);
+      clients.push(idle);
+      const sending = await clientInData(fixture);
+      const data = messageData(`${MARKER} subject`, `${MARKER} body\r\n`);
+      const split = data.indexOf("\r\n\r\n");
+      await sending.send(data.slice(0, split));
 
-        const signalled = Date.now();
-        server.signal(signal);
-        await assertClosedWith421(idle);
-        const waited = Date.now() - signalled;
-        assert.ok(waited < 2000, `idle session waited ${waited} ms for 421`);
-        await assertRefused(server.port);
+      const signalled = Date.now();
+      server.signal(signal);
+      await assertClosedWith421(idle);
+      const waited = Date.now() - signalled;
+      assert.ok(waited < 2000, `idle session waited ${waited} ms for 421`);
+      await assertRefused(server.port);
 
-        await sending.send(data.slice(split) + ".\r\n");
-        const stored = await sending.readReply();
-        assert.equal(stored.code, 250, stored.lines.join(" | "));
-        await assertClosedWith421(sending);
+      await sending.send(data.slice(split) + ".\r\n");
+      const stored = await sending.readReply();
+      assert.equal(stored.code, 250, stored.lines.join(" | "));
+      await assertClosedWith421(sending);
 
-        const status = await server.exited();
-        assert.equal(status.code, 0);
-        assert.equal(status.signal, null);
-        await server.waitForLine(/ event=server_stop/);
-        assert.equal(
-          server.lines.filter((line) => line.includes(MARKER)).join("\n"),
-          "",
-        );
-      } finally {
-        await server.close();
-      }
+      const status = await server.exited();
+      assert.equal(status.code, 0);
+      assert.equal(status.signal, null);
+      await server.waitForLine(/ event=server_stop/);
+      assert.equal(
+        server.lines.filter((line) => line.includes(MARKER)).join("\n"),
+        "",
+      );
 
       const messages = await storedMessages(db);
       assert.equal(messages.length, 1);
       assertComplete(messages[0]!);
-    } finally {
-      for (const client of clients) client.close();
-      await db.close();
-    }
+    });
   });
 }
 
 Deno.test("shutdown grace over sends 421, exits 0", async () => {
-  const db = await createTestDatabase();
-  let client: RawClient | undefined;
-  try {
-    const server = await startServerProcess({
-      MYSQL_URL: db.url,
-      SHUTDOWN_GRACE_SECONDS: "1",
-    });
-    try {
-      client = await greetedClient(server.port);
-      await startData(client);
-      await client.send("Subject: never finished\r\n\r\nfirst line\r\n");
+  const env = { SHUTDOWN_GRACE_SECONDS: "1" };
+  await withServerProcess(env, async (fixture) => {
+    const { db, server } = fixture;
+    const client = await clientInData(fixture);
+    await client.send("Subject: never finished\r\n\r\nfirst line\r\n");
 
-      const signalled = Date.now();
-      server.signal("SIGTERM");
-      const reply = await client.readReply(5000);
-      assert.equal(reply.code, 421);
-      assert.ok(await client.closedByServer(), "server closed the session");
-      const waited = Date.now() - signalled;
-      assert.ok(waited >= 900, `closed after ${waited} ms, before the grace`);
-      assert.ok(waited < 5000, `closed after ${waited} ms`);
+    const signalled = Date.now();
+    server.signal("SIGTERM");
+    const reply = await client.readReply(5000);
+    assert.equal(reply.code, 421);
+    assert.ok(await client.closedByServer(), "server closed the session");
+    const waited = Date.now() - signalled;
+    assert.ok(waited >= 900, `closed after ${waited} ms, before the grace`);
+    assert.ok(waited < 5000, `closed after ${waited} ms`);
 
-      const status = await server.exited();
-      assert.equal(status.code, 0);
-      await server.waitForLine(/ event=shutdown_grace_over/);
-      await server.waitForLine(/ event=server_stop/);
-    } finally {
-      await server.close();
-    }
+    const status = await server.exited();
+    assert.equal(status.code, 0);
+    await server.waitForLine(/ event=shutdown_grace_over/);
+    await server.waitForLine(/ event=server_stop/);
     assert.deepEqual(await storedMessages(db), []);
-  } finally {
-    client?.close();
-    await db.close();
-  }
+  });
 });
 
 Deno.test("signal twice at once stops gracefully", async () => {
-  const db = await createTestDatabase();
-  let client: RawClient | undefined;
-  try {
-    const server = await startServerProcess({ MYSQL_URL: db.url });
-    try {
-      client = await greetedClient(server.port);
-      // As Ctrl-C under deno task: the terminal's and the forwarded one.
-      server.signal("SIGINT");
-      server.signal("SIGINT");
-      assert.equal((await client.readReply()).code, 421);
-      const status = await server.exited();
-      assert.equal(status.code, 0);
-      await server.waitForLine(/ event=server_stop/);
-    } finally {
-      await server.close();
-    }
-  } finally {
-    client?.close();
-    await db.close();
-  }
+  await withServerProcess({}, async ({ server, clients }) => {
+    const client = await greetedClient(server.port);
+    clients.push(client);
+    // As Ctrl-C under deno task: the terminal's and the forwarded one.
+    server.signal("SIGINT");
+    server.signal("SIGINT");
+    assert.equal((await client.readReply()).code, 421);
+    const status = await server.exited();
+    assert.equal(status.code, 0);
+    await server.waitForLine(/ event=server_stop/);
+  });
 });
 
 Deno.test("second signal stops within the grace period", async () => {
-  const db = await createTestDatabase();
-  let client: RawClient | undefined;
-  try {
-    const server = await startServerProcess({
-      MYSQL_URL: db.url,
-      SHUTDOWN_GRACE_SECONDS: "60",
-    });
-    try {
-      client = await greetedClient(server.port);
-      await startData(client);
-      await client.send("Subject: never finished\r\n\r\nfirst line\r\n");
+  const env = { SHUTDOWN_GRACE_SECONDS: "60" };
+  await withServerProcess(env, async (fixture) => {
+    const { db, server } = fixture;
+    const client = await clientInData(fixture);
+    await client.send("Subject: never finished\r\n\r\nfirst line\r\n");
 
-      server.signal("SIGTERM");
-      await server.waitForLine(/ event=server_stopping .*grace_seconds=60/);
-      await new Promise((resolve) => setTimeout(resolve, 1100));
-      const signalled = Date.now();
-      server.signal("SIGINT");
-      const status = await server.exited();
-      assert.equal(status.code, 1);
-      assert.ok(Date.now() - signalled < 10_000, "stopped before the grace");
-      await server.waitForLine(/ event=server_forced_stop signal=SIGINT/);
-    } finally {
-      await server.close();
-    }
+    server.signal("SIGTERM");
+    await server.waitForLine(/ event=server_stopping .*grace_seconds=60/);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const signalled = Date.now();
+    server.signal("SIGINT");
+    const status = await server.exited();
+    assert.equal(status.code, 1);
+    assert.ok(Date.now() - signalled < 10_000, "stopped before the grace");
+    await server.waitForLine(/ event=server_forced_stop signal=SIGINT/);
     assert.deepEqual(await storedMessages(db), []);
-  } finally {
-    client?.close();
-    await db.close();
-  }
+  });
 });
 
 // ---------------------------------------------------------------------------

@@ -465,17 +465,50 @@ function nodemailerTransport(port: number, warnings: string[]) {
   });
 }
 
+/**
+ * Runs one client against the server through a WireRecorder, and returns
+ * the client's result with the recorder, which keeps what it saw.
+ */
+async function recorded<T>(
+  serverPort: number,
+  work: (port: number) => Promise<T>,
+): Promise<[T, WireRecorder]> {
+  const recorder = new WireRecorder(serverPort);
+  try {
+    return [await work(recorder.port), recorder];
+  } finally {
+    await recorder.close();
+  }
+}
+
+/** Sends one message with nodemailer through a WireRecorder. */
+async function sendWithNodemailer(
+  serverPort: number,
+  mail: Parameters<ReturnType<typeof nodemailerTransport>["sendMail"]>[0],
+) {
+  const warnings: string[] = [];
+  const [info, recorder] = await recorded(serverPort, async (port) => {
+    const transport = nodemailerTransport(port, warnings);
+    try {
+      return await transport.sendMail(mail);
+    } finally {
+      transport.close();
+    }
+  });
+  return { info, recorder, warnings };
+}
+
 // ---------------------------------------------------------------------------
 // Python's smtplib
 
 Deno.test("smtplib send_message stores every field", async () => {
   await withServer({}, async (server) => {
-    const recorder = new WireRecorder(server.port);
-    let result: Record<string, unknown>;
-    try {
-      result = await runSmtplib(
-        recorder.port,
-        `
+    const [result, recorder] = await recorded(
+      server.port,
+      (port) =>
+        runSmtplib(
+          port,
+          `
         message = EmailMessage()
         message["From"] = "Alice Example <alice@example.com>"
         message["To"] = "Bob <bob@example.net>, carol@example.org"
@@ -494,15 +527,14 @@ Deno.test("smtplib send_message stores every field", async () => {
             data_reply=client.data_reply,
         )
         `,
-        {
-          subject: "Grüße 🎉",
-          date: "Fri, 01 Mar 2024 10:04:05 +0200",
-          body: "Hello Bob,\n.a line that starts with a dot\n..and two\nBye\n",
-        },
-      );
-    } finally {
-      await recorder.close();
-    }
+          {
+            subject: "Grüße 🎉",
+            date: "Fri, 01 Mar 2024 10:04:05 +0200",
+            body:
+              "Hello Bob,\n.a line that starts with a dot\n..and two\nBye\n",
+          },
+        ),
+    );
 
     assert.deepEqual(result.refused, {});
     const sent = fromBase64(result.data);
@@ -557,12 +589,12 @@ Deno.test("smtplib send_message stores every field", async () => {
 
 Deno.test("smtplib null sender with 8BITMIME UTF-8 body", async () => {
   await withServer({}, async (server) => {
-    const recorder = new WireRecorder(server.port);
-    let result: Record<string, unknown>;
-    try {
-      result = await runSmtplib(
-        recorder.port,
-        `
+    const [result, recorder] = await recorded(
+      server.port,
+      (port) =>
+        runSmtplib(
+          port,
+          `
         message = EmailMessage()
         message["From"] = "Mail Delivery System <mailer-daemon@example.com>"
         message["To"] = "alice@example.com"
@@ -576,11 +608,9 @@ Deno.test("smtplib null sender with 8BITMIME UTF-8 body", async () => {
                 mail_options=["BODY=8BITMIME"])
         report(refused=refused, data=b64(client.message_bytes))
         `,
-        { body: "Grüße aus Köln 🎉\nЗдравствуйте, мир\n" },
-      );
-    } finally {
-      await recorder.close();
-    }
+          { body: "Grüße aus Köln 🎉\nЗдравствуйте, мир\n" },
+        ),
+    );
 
     assert.deepEqual(result.refused, {});
     const sent = fromBase64(result.data);
@@ -682,26 +712,17 @@ Deno.test("smtplib gets 552 over MAX_MESSAGE_BYTES", async () => {
 
 Deno.test("nodemailer multipart/alternative stores the text part", async () => {
   await withServer({}, async (server) => {
-    const recorder = new WireRecorder(server.port);
-    const warnings: string[] = [];
-    const transport = nodemailerTransport(recorder.port, warnings);
     const text = "Hello team,\n.dot line\n..two dots\nSee you\n";
-    let info;
-    try {
-      info = await transport.sendMail({
-        from: '"Alice Example" <alice@example.com>',
-        to: ["Bob <bob@example.net>", "carol@example.org"],
-        cc: "dave@example.com",
-        bcc: "erin@example.net",
-        subject: "Grüße 🎉",
-        date: new Date("2024-05-06T07:08:09Z"),
-        text,
-        html: "<p>Hello team,</p><p>See <b>you</b></p>",
-      });
-    } finally {
-      transport.close();
-      await recorder.close();
-    }
+    const { info, recorder, warnings } = await sendWithNodemailer(server.port, {
+      from: '"Alice Example" <alice@example.com>',
+      to: ["Bob <bob@example.net>", "carol@example.org"],
+      cc: "dave@example.com",
+      bcc: "erin@example.net",
+      subject: "Grüße 🎉",
+      date: new Date("2024-05-06T07:08:09Z"),
+      text,
+      html: "<p>Hello team,</p><p>See <b>you</b></p>",
+    });
 
     assert.deepEqual(warnings, []);
     assert.deepEqual(info.accepted, [
@@ -746,24 +767,15 @@ Deno.test("nodemailer multipart/alternative stores the text part", async () => {
 
 Deno.test("nodemailer HTML-only message stores the HTML's text", async () => {
   await withServer({}, async (server) => {
-    const recorder = new WireRecorder(server.port);
-    const warnings: string[] = [];
-    const transport = nodemailerTransport(recorder.port, warnings);
-    let info;
-    try {
-      info = await transport.sendMail({
-        from: "reports@example.com",
-        to: "bob@example.net",
-        subject: "Quarterly report",
-        html: "<html><head><title>Report</title><style>p{}</style></head>" +
-          "<body><h1>Quarterly report</h1>" +
-          "<p>Revenue &amp; costs<br>rose by 5&nbsp;%</p>" +
-          "<ul><li>North</li><li>South</li></ul></body></html>",
-      });
-    } finally {
-      transport.close();
-      await recorder.close();
-    }
+    const { info, recorder, warnings } = await sendWithNodemailer(server.port, {
+      from: "reports@example.com",
+      to: "bob@example.net",
+      subject: "Quarterly report",
+      html: "<html><head><title>Report</title><style>p{}</style></head>" +
+        "<body><h1>Quarterly report</h1>" +
+        "<p>Revenue &amp; costs<br>rose by 5&nbsp;%</p>" +
+        "<ul><li>North</li><li>South</li></ul></body></html>",
+    });
 
     assert.deepEqual(warnings, []);
     const message = await onlyStoredMessage(server);
@@ -786,22 +798,13 @@ Deno.test("nodemailer HTML-only message stores the HTML's text", async () => {
 
 Deno.test("nodemailer null sender from the envelope", async () => {
   await withServer({}, async (server) => {
-    const recorder = new WireRecorder(server.port);
-    const warnings: string[] = [];
-    const transport = nodemailerTransport(recorder.port, warnings);
-    let info;
-    try {
-      info = await transport.sendMail({
-        from: "Mail Delivery System <mailer-daemon@example.com>",
-        to: "alice@example.com",
-        envelope: { from: "", to: ["alice@example.com"] },
-        subject: "Undelivered Mail Returned to Sender",
-        text: "Your message could not be delivered.\n",
-      });
-    } finally {
-      transport.close();
-      await recorder.close();
-    }
+    const { info, recorder, warnings } = await sendWithNodemailer(server.port, {
+      from: "Mail Delivery System <mailer-daemon@example.com>",
+      to: "alice@example.com",
+      envelope: { from: "", to: ["alice@example.com"] },
+      subject: "Undelivered Mail Returned to Sender",
+      text: "Your message could not be delivered.\n",
+    });
 
     assert.deepEqual(warnings, []);
     assert.deepEqual(info.envelope, { from: "", to: ["alice@example.com"] });
@@ -824,26 +827,17 @@ Deno.test("nodemailer 5 MB attachment is stored byte-exact", async () => {
     for (let offset = 0; offset < attachment.length; offset += 65536) {
       crypto.getRandomValues(attachment.subarray(offset, offset + 65536));
     }
-    const recorder = new WireRecorder(server.port);
-    const warnings: string[] = [];
-    const transport = nodemailerTransport(recorder.port, warnings);
-    let info;
-    try {
-      info = await transport.sendMail({
-        from: "alice@example.com",
-        to: "bob@example.net",
-        subject: "Backup",
-        text: "The archive is attached.\n",
-        attachments: [{
-          filename: "backup.bin",
-          content: Buffer.from(attachment),
-          contentType: "application/octet-stream",
-        }],
-      });
-    } finally {
-      transport.close();
-      await recorder.close();
-    }
+    const { info, recorder, warnings } = await sendWithNodemailer(server.port, {
+      from: "alice@example.com",
+      to: "bob@example.net",
+      subject: "Backup",
+      text: "The archive is attached.\n",
+      attachments: [{
+        filename: "backup.bin",
+        content: Buffer.from(attachment),
+        contentType: "application/octet-stream",
+      }],
+    });
 
     assert.deepEqual(warnings, []);
     const message = await onlyStoredMessage(server);
@@ -882,24 +876,22 @@ Deno.test("nodemailer 5 MB attachment is stored byte-exact", async () => {
 
 Deno.test("swaks sends a message without pipelining", async () => {
   await withServer({}, async (server) => {
-    const recorder = new WireRecorder(server.port);
-    let output: ToolOutput;
-    try {
-      output = await runSwaks(recorder.port, [
-        "--from",
-        "alice@example.com",
-        "--to",
-        "bob@example.net,carol@example.org",
-        "--header",
-        "Subject: Hello from swaks",
-        "--add-header",
-        "Cc: carol@example.org",
-        "--body",
-        "First line\n.starts with a dot\nLast line",
-      ], "IST-5:30");
-    } finally {
-      await recorder.close();
-    }
+    const [output, recorder] = await recorded(
+      server.port,
+      (port) =>
+        runSwaks(port, [
+          "--from",
+          "alice@example.com",
+          "--to",
+          "bob@example.net,carol@example.org",
+          "--header",
+          "Subject: Hello from swaks",
+          "--add-header",
+          "Cc: carol@example.org",
+          "--body",
+          "First line\n.starts with a dot\nLast line",
+        ], "IST-5:30"),
+    );
 
     const message = await onlyStoredMessage(server);
     const replies = swaksReplies(output.stdout);
@@ -942,23 +934,21 @@ Deno.test("swaks sends a message without pipelining", async () => {
 
 Deno.test("swaks --pipeline sends the null sender", async () => {
   await withServer({}, async (server) => {
-    const recorder = new WireRecorder(server.port);
-    let output: ToolOutput;
-    try {
-      output = await runSwaks(recorder.port, [
-        "--pipeline",
-        "--from",
-        "<>",
-        "--to",
-        "postmaster@example.net",
-        "--header",
-        "Subject: Delivery report",
-        "--body",
-        "pipelined body",
-      ]);
-    } finally {
-      await recorder.close();
-    }
+    const [output, recorder] = await recorded(
+      server.port,
+      (port) =>
+        runSwaks(port, [
+          "--pipeline",
+          "--from",
+          "<>",
+          "--to",
+          "postmaster@example.net",
+          "--header",
+          "Subject: Delivery report",
+          "--body",
+          "pipelined body",
+        ]),
+    );
 
     const message = await onlyStoredMessage(server);
     assert.equal(message.sender, "");

@@ -173,7 +173,7 @@ if (import.meta.main) {
     await main(Deno.args);
   } catch (error) {
     // Run through `deno run` without -A, the first environment or network
-    // access fails; say how to run it rather than print a stack.
+    // access fails, so print how to run it rather than a stack trace.
     if (!(error instanceof Deno.errors.NotCapable)) throw error;
     fail(
       `${error.message.split("\n")[0]}; run it with deno task start or ` +

@@ -176,7 +176,7 @@ export class Connection {
 
   async #serve(): Promise<void> {
     while (this.#phase !== "closed") {
-      // A shutdown that came while replies were being written is answered
+      // A shutdown that came while replies were being written gets its 421
       // before the next command is awaited.
       if (this.#shuttingDown) {
         this.#endWith("shutdown");
@@ -296,7 +296,7 @@ export class Connection {
 
   /**
    * Writes a last reply while the loop waits on a read or the store, then
-   * closes; a client that does not read gets at most a second for it.
+   * closes. A client that does not read gets at most a second for it.
    */
   #closeWith(reply: Reply): void {
     const text = this.#pending + this.session.format(reply);

@@ -9,7 +9,7 @@ import { htmlToText } from "./html_text.ts";
 import { describeError, log } from "./log.ts";
 import { extractTopLevelFields, toLfLineEnds } from "./mime_fallback.ts";
 
-/** What the `Return-Path:` and `Received:` headers record. */
+/** The facts that the `Return-Path:` and `Received:` headers record. */
 export interface TraceContext {
   readonly reversePath: string;
   readonly forwardPaths: readonly string[];

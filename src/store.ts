@@ -396,7 +396,7 @@ export class MysqlStore implements Store {
 
   /**
    * Looks, on another connection, for the row of a transaction whose COMMIT
-   * got no answer: the COMMIT may have run before the connection dropped,
+   * got no reply. The COMMIT may have run before the connection dropped,
    * and a 421 for a stored message makes the client send it twice.
    */
   async #wasCommitted(id: string): Promise<boolean> {
